@@ -1,0 +1,285 @@
+"""The engine: drives one saga through its definition, persisting every move.
+
+The same ``drive`` serves a live call and recovery; only what happens on a failure
+differs (a live call always settles the saga before it answers; recovery may leave a
+transiently failing saga for its next run). Every move is checked against the
+definition's ``transitions`` machine before the saga log persists it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from loguru import logger
+
+from saga import failpoints
+from saga._clock import Clock, parse_stamp
+from saga._config import LeasePolicy
+from saga._errors import LeaseLostError, SagaError
+from saga._machine import (
+    COMPENSATE,
+    COMPENSATED,
+    COMPENSATING,
+    FAILED,
+    FINISH,
+    SYNCED,
+    TERMINAL,
+    SagaDefinition,
+    SagaMachine,
+    machine_for,
+)
+from saga._payload import dumps
+from saga._ports import Move, SagaLog, SagaRecord, TableSpec, VectorRecord, VectorStore
+from saga._steps import Item, SagaContext, Step
+
+
+class Outcome(enum.Enum):
+    SYNCED = "synced"
+    FAILED = "failed"  # compensated: neither store changed
+    STUCK = "stuck"  # left in flight (compensation failed, or a transient error)
+
+
+@attrs.frozen
+class Settled:
+    """Where a drive ended: the outcome, the saga as persisted, and why if not synced."""
+
+    outcome: Outcome
+    saga: SagaRecord
+    error: SagaError | None = None
+    compensating: bool = False  # the saga is persisted in `compensating`
+
+
+def content_hash(record: VectorRecord) -> str:
+    """A digest of a vector's document and metadata: what reconcile compares."""
+    body = json.dumps(
+        [record.document, dict(record.metadata or {})], sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
+def as_saga_error(exc: BaseException) -> SagaError:
+    if isinstance(exc, SagaError):
+        return exc
+    return SagaError(f"{type(exc).__name__}: {exc}")
+
+
+class Engine:
+    """Runs sagas against one saga log and one vector store."""
+
+    def __init__(
+        self, log: SagaLog, vectors: VectorStore, clock: Clock, lease: LeasePolicy
+    ) -> None:
+        self.log = log
+        self.vectors = vectors
+        self.clock = clock
+        self.lease = lease
+
+    def begin(
+        self,
+        definition: SagaDefinition,
+        spec: TableSpec,
+        op: str,
+        items: list[Item],
+        extra: Callable[[Any], None] | None = None,
+    ) -> tuple[SagaRecord, SagaContext]:
+        """T1: check preconditions, record before-images and intent as ``pending``."""
+        saga_id = str(uuid.uuid4())
+        ctx = SagaContext(saga_id=saga_id, op=op, spec=spec, items=items, vectors=self.vectors)
+
+        def prepare(txn: Any) -> str:
+            for step in definition.steps:
+                step.prepare(ctx, txn)
+            if extra is not None:
+                extra(txn)
+            return dumps(op, ctx.items)
+
+        saga = self.log.begin(
+            saga_id=saga_id,
+            definition=definition.name,
+            spec=spec,
+            op=op,
+            keys=[item.key for item in items],
+            prepare=prepare,
+        )
+        logger.bind(saga_id=saga_id).debug("{} saga pending ({} items)", op, len(items))
+        return saga, ctx
+
+    def drive(
+        self,
+        definition: SagaDefinition,
+        saga: SagaRecord,
+        ctx: SagaContext,
+        *,
+        compensate: bool = False,
+        leave_transient: bool = False,
+    ) -> Settled:
+        """Move the saga until it is terminal or cannot go on.
+
+        ``compensate``: undo it if it is still before its pivot (recovery's
+        ``policy="compensate"``). ``leave_transient``: a transient forward failure
+        leaves the saga in flight for a later run instead of compensating it.
+        """
+        machine = machine_for(definition)
+        cause: SagaError | None = None
+        if compensate and saga.state != COMPENSATING and machine.can_compensate(saga.state):
+            saga, stuck = self._enter_compensation(machine, saga, "recovery policy: compensate")
+            if stuck is not None:
+                return stuck
+        while saga.state not in TERMINAL:
+            if saga.state == COMPENSATING:
+                return self._compensate(machine, saga, ctx, cause)
+            step = machine.step_from(saga.state)
+            try:
+                saga = self._forward(machine, saga, ctx, step)
+            except LeaseLostError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is settled, never logged away
+                cause = as_saga_error(exc)
+                cause.saga_id = cause.saga_id or saga.saga_id
+                logger.bind(saga_id=saga.saga_id).warning("step failed: {}", cause)
+                if not machine.can_compensate(saga.state) or (
+                    leave_transient and getattr(cause, "transient", False)
+                ):
+                    self._note_error(saga, cause)
+                    return Settled(Outcome.STUCK, saga, cause)
+                saga, stuck = self._enter_compensation(machine, saga, str(cause), cause)
+                if stuck is not None:
+                    return stuck
+        outcome = Outcome.SYNCED if saga.state == SYNCED else Outcome.FAILED
+        return Settled(outcome, saga, cause)
+
+    # -- forward ----------------------------------------------------------------------
+
+    def _forward(
+        self, machine: SagaMachine, saga: SagaRecord, ctx: SagaContext, step: Step | None
+    ) -> SagaRecord:
+        if step is None:  # every step done (a post-pivot crash): only `finish` is left
+            return self._persist(machine, saga, ctx, [FINISH])
+        events = [step.name]
+        if machine.step_from(machine.next_state(saga.state, step.name)) is None:
+            events.append(FINISH)  # fold T4 into the last step's transaction
+        if step.local:
+
+            def local(txn: Any) -> None:
+                failpoints.hit(f"before:{step.name}")
+                step.forward(ctx, txn)
+                failpoints.hit(f"during:{step.name}")
+
+            return self._persist(machine, saga, ctx, events, local=local)
+        saga = self._renew_if_due(saga)
+        current = saga
+        ctx.save_progress = lambda applied: self.log.save_progress(current, applied)
+        failpoints.hit(f"before:{step.name}")
+        step.forward(ctx, None)
+        failpoints.hit(f"after:{step.name}")
+        return self._persist(machine, saga, ctx, events)
+
+    def _persist(
+        self,
+        machine: SagaMachine,
+        saga: SagaRecord,
+        ctx: SagaContext,
+        events: Sequence[str],
+        *,
+        local: Callable[[Any], None] | None = None,
+    ) -> SagaRecord:
+        moves = _checked_moves(machine, saga.state, events)
+        hashes = _synced_hashes(ctx) if moves[-1][1] == SYNCED else None
+        return self.log.advance(saga, moves, local=local, hashes=hashes)
+
+    def _renew_if_due(self, saga: SagaRecord) -> SagaRecord:
+        """Renew the lease before a remote step if less than half of it is left."""
+        if saga.lease_expires_at is None:
+            return saga
+        left = (parse_stamp(saga.lease_expires_at) - self.clock.now()).total_seconds()
+        return self.log.renew(saga) if left < self.lease.ttl / 2 else saga
+
+    # -- backward ---------------------------------------------------------------------
+
+    def _enter_compensation(
+        self,
+        machine: SagaMachine,
+        saga: SagaRecord,
+        reason: str,
+        cause: SagaError | None = None,
+    ) -> tuple[SagaRecord, Settled | None]:
+        """Persist ``compensating``. If even that fails, the saga stays where it was and
+        nothing is undone (undoing unrecorded would mislead recovery)."""
+        moves = _checked_moves(machine, saga.state, [COMPENSATE])
+        try:
+            entered = self.log.advance(saga, moves, error=reason, settle=True)
+        except LeaseLostError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            error = as_saga_error(exc)
+            error.saga_id = saga.saga_id
+            return saga, Settled(Outcome.STUCK, saga, cause or error)
+        return attrs.evolve(entered, compensating_from=saga.state), None
+
+    def _compensate(
+        self,
+        machine: SagaMachine,
+        saga: SagaRecord,
+        ctx: SagaContext,
+        cause: SagaError | None,
+    ) -> Settled:
+        for step in reversed(_steps_to_undo(machine, saga)):
+            try:
+                failpoints.hit(f"compensate:{step.name}")
+                step.compensate(ctx)
+            except Exception as exc:  # noqa: BLE001
+                error = as_saga_error(exc)
+                error.saga_id = saga.saga_id
+                logger.bind(saga_id=saga.saga_id).error("compensation failed: {}", error)
+                self._note_error(saga, error)
+                return Settled(Outcome.STUCK, saga, error, compensating=True)
+        moves = _checked_moves(machine, saga.state, [COMPENSATED])
+        try:
+            saga = self.log.advance(saga, moves, settle=True)
+        except LeaseLostError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            error = as_saga_error(exc)
+            error.saga_id = saga.saga_id
+            return Settled(Outcome.STUCK, saga, error, compensating=True)
+        logger.bind(saga_id=saga.saga_id).info("saga compensated")
+        return Settled(Outcome.FAILED, saga, cause)
+
+    def _note_error(self, saga: SagaRecord, error: SagaError) -> None:
+        try:
+            self.log.record_error(saga, str(error))
+        except SagaError as exc:  # the log is unwritable: the caller still gets `error`
+            logger.bind(saga_id=saga.saga_id).error("could not record error: {}", exc)
+
+
+def _checked_moves(machine: SagaMachine, source: str, events: Sequence[str]) -> list[Move]:
+    moves: list[Move] = []
+    for event in events:
+        dest = machine.next_state(source, event)
+        moves.append((event, dest))
+        source = dest
+    return moves
+
+
+def _steps_to_undo(machine: SagaMachine, saga: SagaRecord) -> list[Step]:
+    """Steps that ran or may have run (the one in flight included), before the pivot."""
+    steps = list(machine.definition.steps[: machine.definition.pivot_index])
+    origin = saga.compensating_from
+    if origin is None or origin == COMPENSATING:
+        return steps
+    return steps[: machine.position(origin) + 1]
+
+
+def _synced_hashes(ctx: SagaContext) -> dict[str, str | None]:
+    if ctx.op == "delete":
+        return {ctx.vector_id(item): None for item in ctx.items}
+    return {ctx.vector_id(item): content_hash(ctx.new_vector(item)) for item in ctx.items}
+
+
+FAILED_STATES = frozenset({FAILED, COMPENSATING})

@@ -1,0 +1,85 @@
+"""What the runner returns: frozen value objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class SagaResult:
+    """The outcome of one dual write (``state`` is ``synced`` when it returns)."""
+
+    saga_id: str
+    state: str
+    vector_ids: tuple[str, ...]
+
+
+@attrs.frozen
+class QueryResult:
+    """One row found by semantic search, with its vector's distance."""
+
+    key: Any
+    distance: float
+    row: dict[str, Any]
+    document: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@attrs.frozen
+class RecoveryReport:
+    """What one recovery run did. Counts, and the saga ids behind them.
+
+    ``resumed``: rolled forward to ``synced``; ``compensated``: undone to ``failed``;
+    ``failed``: could not be settled this run (left for the next, or given up);
+    ``skipped``: held by a live owner or younger than ``older_than``.
+    """
+
+    resumed: int = 0
+    compensated: int = 0
+    failed: int = 0
+    skipped: int = 0
+    resumed_ids: tuple[str, ...] = ()
+    compensated_ids: tuple[str, ...] = ()
+    failed_ids: tuple[str, ...] = ()
+    skipped_ids: tuple[str, ...] = ()
+    errors: dict[str, str] = attrs.field(factory=dict)
+    dry_run: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return self.failed == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class ReconcileReport:
+    """Inconsistencies between the stores, found (and with ``fix``, repaired).
+
+    ``orphan_vectors``: vector ids with no row; ``missing_vectors``: vector ids of rows
+    whose vector is absent; ``drift``: vector ids whose document/metadata differ from
+    the committed state; ``stuck_sagas``: saga ids in flight longer than the threshold.
+    """
+
+    orphan_vectors: tuple[str, ...] = ()
+    missing_vectors: tuple[str, ...] = ()
+    drift: tuple[str, ...] = ()
+    stuck_sagas: tuple[str, ...] = ()
+    fixed: tuple[str, ...] = ()
+    unfixable: tuple[str, ...] = ()
+    rows_checked: int = 0
+    vectors_checked: int = 0
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing inconsistent remains (after fixing, if asked)."""
+        found = {*self.orphan_vectors, *self.missing_vectors, *self.drift}
+        return not (found - set(self.fixed)) and not self.stuck_sagas
+
+    def to_dict(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        data["clean"] = self.clean
+        return data

@@ -1,0 +1,100 @@
+"""What a saga step is, and the context every step of one saga shares.
+
+A step has a forward action and a compensation. A *remote* step acts on a store
+outside SQLite (Chroma) and its completion is persisted afterwards in its own SQLite
+transaction; a *local* step acts inside the very SQLite transaction that records its
+completion (the pivot, "row change and ``sqlite_committed`` together", is one).
+
+Rules for step authors: ``forward`` and ``compensate`` must be idempotent (recovery may
+repeat them after a crash), and ``compensate`` must be harmless if ``forward`` never
+ran or only partly ran.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+
+from saga._ports import Key, Metadata, TableSpec, VectorRecord, VectorStore
+
+RESERVED_METADATA = ("sqlite_table", "sqlite_record_id", "saga_id")
+
+
+class Step(Protocol):
+    """One step of a saga definition."""
+
+    @property
+    def name(self) -> str:
+        """The event that completes the step (``write_vectors``)."""
+
+    @property
+    def reaches(self) -> str:
+        """The state the saga is in once the step is done (``vector_written``)."""
+
+    @property
+    def local(self) -> bool:
+        """True if ``forward`` runs inside the SQLite transaction recording it."""
+
+    def prepare(self, ctx: SagaContext, txn: sqlite3.Connection) -> None:
+        """Check preconditions and record before-images, inside the ``pending`` txn."""
+
+    def forward(self, ctx: SagaContext, txn: sqlite3.Connection | None) -> None:
+        """Do the step (``txn`` is given to local steps only)."""
+
+    def compensate(self, ctx: SagaContext) -> None:
+        """Undo the step, using only before-images recorded in ``pending``."""
+
+
+@attrs.define
+class Item:
+    """One record of a saga: its key, the row change and the vector it carries."""
+
+    key: Key
+    row: dict[str, Any] | None = None
+    embedding: tuple[float, ...] | None = None
+    document: str | None = None
+    metadata: Metadata | None = None
+    before_row: dict[str, Any] | None = None
+    before_vector: VectorRecord | None = None
+
+
+@attrs.define
+class SagaContext:
+    """Everything the steps of one saga share while it runs or is recovered.
+
+    ``progress`` holds the indexes of vector sub-batches already applied;
+    ``save_progress`` persists it (one SQLite commit) so that resume and compensation
+    know exactly what was written.
+    """
+
+    saga_id: str
+    op: str
+    spec: TableSpec
+    items: list[Item]
+    vectors: VectorStore
+    progress: set[int] = attrs.field(factory=set)
+    save_progress: Callable[[set[int]], None] = lambda _applied: None
+
+    def vector_id(self, item: Item) -> str:
+        return self.spec.vector_id(item.key)
+
+    def new_vector(self, item: Item) -> VectorRecord:
+        """The vector this saga writes for ``item``, with the linking metadata."""
+        metadata: dict[str, Any] = dict(item.metadata or {})
+        metadata.update(
+            sqlite_table=self.spec.table, sqlite_record_id=item.key, saga_id=self.saga_id
+        )
+        return VectorRecord(
+            id=self.vector_id(item),
+            embedding=item.embedding,
+            document=item.document,
+            metadata=metadata,
+        )
+
+    def chunks(self) -> list[list[Item]]:
+        """The items split at the vector store's request size limit."""
+        size = max(1, self.vectors.max_batch_size())
+        return [self.items[i : i + size] for i in range(0, len(self.items), size)]

@@ -1,0 +1,220 @@
+"""Input validation: one module used by every entry point (API and CLI).
+
+Every refusal is a ``ValidationError`` naming the field (and the batch index), raised
+before anything is written to either store.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from saga._config import Limits
+from saga._errors import ValidationError
+from saga._ports import Key, Metadata
+from saga._steps import RESERVED_METADATA
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+COLLECTION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,510})[a-zA-Z0-9]$")
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def identifier(name: object, field: str) -> str:
+    """A table or column name: allow-listed here, checked against the schema by callers."""
+    if not isinstance(name, str) or not IDENTIFIER.match(name):
+        raise ValidationError(
+            f"{name!r} is not an allowed identifier ([A-Za-z_][A-Za-z0-9_]*, at most 64)",
+            field=field,
+        )
+    return name
+
+
+def quote(name: str) -> str:
+    """Quote an identifier already validated by ``identifier``."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def collection_name(name: object) -> str:
+    if not isinstance(name, str) or not COLLECTION.match(name):
+        raise ValidationError(
+            f"{name!r} is not a Chroma collection name (3-512 of [a-zA-Z0-9._-], "
+            "starting and ending alphanumeric)",
+            field="collection",
+        )
+    return name
+
+
+def key(value: object, field: str, limits: Limits, index: int | None = None) -> Key:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValidationError(
+            f"must be an int or a str, got {type(value).__name__}", field=field, index=index
+        )
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        raise ValidationError("does not fit in 64 bits", field=field, index=index)
+    if isinstance(value, str):
+        if not value or len(value) > limits.max_key_chars:
+            raise ValidationError(
+                f"must be 1 to {limits.max_key_chars} characters", field=field, index=index
+            )
+        if any(ord(ch) < 32 for ch in value):
+            raise ValidationError("must not hold control characters", field=field, index=index)
+    return value
+
+
+def embedding(
+    value: object, dimension: int | None, limits: Limits, index: int | None = None
+) -> tuple[float, ...]:
+    """A non-empty sequence of finite numbers of the collection's dimension."""
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays
+        value = value.tolist()
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ValidationError(
+            f"must be a sequence of numbers, got {type(value).__name__}",
+            field="embedding",
+            index=index,
+        )
+    if not value or len(value) > limits.max_dimension:
+        raise ValidationError(
+            f"must hold 1 to {limits.max_dimension} numbers", field="embedding", index=index
+        )
+    numbers = []
+    for position, number in enumerate(value):
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise ValidationError(
+                f"[{position}] is {type(number).__name__}, not a number",
+                field="embedding",
+                index=index,
+            )
+        as_float = float(number)
+        if not math.isfinite(as_float):
+            raise ValidationError(f"[{position}] is not finite", field="embedding", index=index)
+        numbers.append(as_float)
+    if dimension is not None and len(numbers) != dimension:
+        raise ValidationError(
+            f"has {len(numbers)} dimensions, the collection has {dimension}",
+            field="embedding",
+            index=index,
+        )
+    return tuple(numbers)
+
+
+def document(value: object, limits: Limits, index: int | None = None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"must be a str, got {type(value).__name__}", field="document", index=index
+        )
+    if len(value) > limits.max_document_chars:
+        raise ValidationError(
+            f"is longer than {limits.max_document_chars} characters",
+            field="document",
+            index=index,
+        )
+    return value
+
+
+def metadata(value: object, limits: Limits, index: int | None = None) -> Metadata | None:
+    """Flat metadata of str/int/float/bool values, without the library's own keys."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            f"must be a dict, got {type(value).__name__}", field="metadata", index=index
+        )
+    if len(value) > limits.max_metadata_keys:
+        raise ValidationError(
+            f"has more than {limits.max_metadata_keys} keys", field="metadata", index=index
+        )
+    clean: Metadata = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not name or len(name) > 256:
+            raise ValidationError(f"key {name!r} is not a str of 1 to 256", field="metadata")
+        where = f"metadata.{name}"
+        if name in RESERVED_METADATA or name.startswith(("chroma:", "#")):
+            raise ValidationError("is reserved for the library", field=where, index=index)
+        if "\x00" in name:
+            raise ValidationError("key holds a NUL byte", field=where, index=index)
+        clean[name] = _scalar(item, where, index)
+    return clean
+
+
+def _scalar(item: object, where: str, index: int | None) -> str | int | float | bool:
+    if isinstance(item, bool | str):
+        return item
+    if isinstance(item, int):
+        if not INT64[0] <= item <= INT64[1]:
+            raise ValidationError("does not fit in 64 bits", field=where, index=index)
+        return item
+    if isinstance(item, float):
+        if not math.isfinite(item):
+            raise ValidationError("is not finite", field=where, index=index)
+        return item
+    raise ValidationError(
+        f"must be str, int, float or bool, got {type(item).__name__}", field=where, index=index
+    )
+
+
+def row_values(
+    row: object,
+    columns: Iterable[str],
+    *,
+    field: str,
+    protected: Iterable[str],
+    index: int | None = None,
+) -> dict[str, Any]:
+    """A row (or row changes): known columns only, SQLite-storable values."""
+    if not isinstance(row, Mapping):
+        raise ValidationError(f"must be a dict, got {type(row).__name__}", field=field, index=index)
+    known = set(columns)
+    blocked = set(protected)
+    clean: dict[str, Any] = {}
+    for name, value in row.items():
+        identifier(name, f"{field}.{name}" if isinstance(name, str) else field)
+        where = f"{field}.{name}"
+        if name not in known:
+            raise ValidationError("is not a column of the table", field=where, index=index)
+        if name in blocked:
+            raise ValidationError("is written by the library", field=where, index=index)
+        clean[name] = _column_value(value, where, index)
+    return clean
+
+
+def _column_value(value: object, where: str, index: int | None) -> object:
+    if value is None or isinstance(value, str | bytes):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        if not INT64[0] <= value <= INT64[1]:
+            raise ValidationError("does not fit in 64 bits", field=where, index=index)
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise ValidationError("is NaN, which SQLite stores as NULL", field=where, index=index)
+        return value
+    raise ValidationError(
+        f"{type(value).__name__} cannot be stored in SQLite", field=where, index=index
+    )
+
+
+def batch_size(items: object, limits: Limits, field: str = "items") -> Sequence[Any]:
+    if isinstance(items, str | bytes | Mapping) or not isinstance(items, Sequence):
+        raise ValidationError("must be a list", field=field)
+    if not items:
+        raise ValidationError("must not be empty", field=field)
+    if len(items) > limits.max_batch_items:
+        raise ValidationError(f"holds more than {limits.max_batch_items} items", field=field)
+    return items
+
+
+def unique_keys(keys: Sequence[Key], field: str) -> None:
+    seen: dict[Key, int] = {}
+    for position, value in enumerate(keys):
+        if value in seen:
+            raise ValidationError(
+                f"repeats the key {value!r} of item {seen[value]}", field=field, index=position
+            )
+        seen[value] = position

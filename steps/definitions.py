@@ -1,0 +1,29 @@
+"""The dual-write saga definitions, built from the steps of this package.
+
+Every one is ``write_vectors`` then ``commit_rows`` (the pivot): the vector side first,
+because it can be undone, and the row last, committed with ``sqlite_committed``.
+Batches use the same shape; they differ in size, not in states.
+"""
+
+from __future__ import annotations
+
+from saga._machine import SagaDefinition
+from steps._rows import CommitRows
+from steps._vectors import WriteVectors
+
+
+def dual_write(name: str, op: str) -> SagaDefinition:
+    """A dual-write saga for ``op`` (create, update or delete)."""
+    return SagaDefinition(
+        name=name, steps=(WriteVectors(op), CommitRows(op)), pivot="commit_rows"
+    )
+
+
+CREATE = dual_write("create", "create")
+UPDATE = dual_write("update", "update")
+DELETE = dual_write("delete", "delete")
+CREATE_MANY = dual_write("create_many", "create")
+UPDATE_MANY = dual_write("update_many", "update")
+DELETE_MANY = dual_write("delete_many", "delete")
+
+DEFINITIONS = {d.name: d for d in (CREATE, UPDATE, DELETE, CREATE_MANY, UPDATE_MANY, DELETE_MANY)}

@@ -1,0 +1,1 @@
+"""Adapters: SQLite (connections, the saga log tables, migrations) and ChromaDB."""

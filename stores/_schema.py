@@ -1,0 +1,84 @@
+"""The saga log's schema, applied by forward-only migrations.
+
+The schema version is kept in the ``saga_meta`` table, not in ``PRAGMA user_version``:
+the log lives in the application's own database file, and ``user_version`` belongs to
+the application (many apps number their own migrations with it).
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Migration N takes a database from version N-1 to N. Never edit a shipped one: add.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE saga_meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+        """CREATE TABLE saga_tracked_tables (
+            sqlite_table TEXT PRIMARY KEY,
+            collection TEXT NOT NULL,
+            key_column TEXT NOT NULL,
+            vector_id_column TEXT NOT NULL,
+            dimension INTEGER,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE saga_instances (
+            saga_id TEXT PRIMARY KEY,
+            definition TEXT NOT NULL,
+            sqlite_table TEXT NOT NULL,
+            state TEXT NOT NULL,
+            item_count INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            lease_owner TEXT,
+            lease_expires_at TEXT,
+            progress TEXT NOT NULL DEFAULT '[]',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX idx_saga_instances_state ON saga_instances (state, created_at)",
+        """CREATE TABLE vector_sync_state (
+            id INTEGER PRIMARY KEY,
+            vector_id TEXT NOT NULL UNIQUE,
+            sqlite_table TEXT NOT NULL,
+            sqlite_record_id NOT NULL,
+            sync_status TEXT NOT NULL,
+            saga_id TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            content_hash TEXT,
+            last_synced_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX idx_vector_sync_status ON vector_sync_state (sync_status)",
+        "CREATE INDEX idx_vector_sync_table ON vector_sync_state (sqlite_table, sqlite_record_id)",
+        "CREATE INDEX idx_vector_sync_saga ON vector_sync_state (saga_id)",
+        """CREATE TABLE pending_vectors (
+            temp_id TEXT NOT NULL UNIQUE,
+            payload TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE saga_history (
+            id INTEGER PRIMARY KEY,
+            saga_id TEXT NOT NULL,
+            from_state TEXT,
+            to_state TEXT NOT NULL,
+            event TEXT NOT NULL,
+            at TEXT NOT NULL,
+            error TEXT
+        )""",
+        "CREATE INDEX idx_saga_history_saga ON saga_history (saga_id, id)",
+    ),
+}
+
+LOG_TABLES = (
+    "saga_meta",
+    "saga_tracked_tables",
+    "saga_instances",
+    "vector_sync_state",
+    "pending_vectors",
+    "saga_history",
+)

@@ -1,0 +1,88 @@
+"""Shared fixtures: real SQLite files and a real embedded Chroma in a temp folder."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from saga import RetryPolicy, SagaRunner, failpoints
+
+DIM = 4
+
+SCHEMA = """
+CREATE TABLE notes (
+    id INTEGER PRIMARY KEY,
+    body TEXT NOT NULL,
+    score REAL CHECK (score IS NULL OR score >= 0),
+    vector_id TEXT
+);
+"""
+
+
+def make_db(path: Path) -> Path:
+    """An application database with one table, ``notes``."""
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA)
+    conn.commit()
+    conn.close()
+    return path
+
+
+def vec(seed: float, dim: int = DIM) -> list[float]:
+    """A small deterministic embedding."""
+    return [float(seed) + i / 10 for i in range(dim)]
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return make_db(tmp_path / "app.db")
+
+
+@pytest.fixture
+def chroma_path(tmp_path: Path) -> Path:
+    return tmp_path / "chroma"
+
+
+@pytest.fixture
+def runner(db_path: Path, chroma_path: Path) -> Iterator[SagaRunner]:
+    """A runner with retries off (tests want to see the first failure)."""
+    with SagaRunner.open(db_path, chroma_path=chroma_path, retry=RetryPolicy.disabled()) as r:
+        r.track("notes")
+        yield r
+
+
+@pytest.fixture(autouse=True)
+def _no_failpoints() -> Iterator[None]:
+    """Every test starts and ends with no failpoint armed."""
+    failpoints.configure("")
+    yield
+    failpoints.configure("")
+
+
+def rows(db: Path, table: str = "notes") -> dict[object, dict[str, object]]:
+    """Every row of a table, read with a fresh connection (not the runner's)."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return {r["id"]: dict(r) for r in conn.execute(f"SELECT * FROM {table}")}
+    finally:
+        conn.close()
+
+
+def saga_state(db: Path, saga_id: str) -> str | None:
+    conn = sqlite3.connect(db)
+    try:
+        row = conn.execute(
+            "SELECT state FROM saga_instances WHERE saga_id = ?", (saga_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+    finally:
+        conn.close()
+
+
+def vector_ids(runner: SagaRunner, collection: str = "notes") -> set[str]:
+    """Every vector id stored in a collection."""
+    return {r.id for page in runner.vectors.iter_records(collection, 1000) for r in page}
