@@ -55,12 +55,13 @@ class Settled:
     compensating: bool = False  # the saga is persisted in `compensating`
 
 
-def content_hash(record: VectorRecord) -> str:
-    """A digest of a vector's document and metadata: what reconcile compares."""
+def content_of(record: VectorRecord) -> tuple[str, str]:
+    """A vector's document and metadata as canonical JSON, and its digest: what is
+    recorded as last synced, and what reconcile compares Chroma's copy against."""
     body = json.dumps(
         [record.document, dict(record.metadata or {})], sort_keys=True, separators=(",", ":")
     )
-    return hashlib.sha256(body.encode()).hexdigest()[:32]
+    return hashlib.sha256(body.encode()).hexdigest()[:32], body
 
 
 def as_saga_error(exc: BaseException) -> SagaError:
@@ -139,7 +140,7 @@ class Engine:
                 saga = self._forward(machine, saga, ctx, step)
             except LeaseLostError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - every failure is settled, never logged away
+            except Exception as exc:  # every failure is settled, never logged away
                 cause = as_saga_error(exc)
                 cause.saga_id = cause.saga_id or saga.saga_id
                 logger.bind(saga_id=saga.saga_id).warning("step failed: {}", cause)
@@ -216,7 +217,7 @@ class Engine:
             entered = self.log.advance(saga, moves, error=reason, settle=True)
         except LeaseLostError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             error = as_saga_error(exc)
             error.saga_id = saga.saga_id
             return saga, Settled(Outcome.STUCK, saga, cause or error)
@@ -233,7 +234,7 @@ class Engine:
             try:
                 failpoints.hit(f"compensate:{step.name}")
                 step.compensate(ctx)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 error = as_saga_error(exc)
                 error.saga_id = saga.saga_id
                 logger.bind(saga_id=saga.saga_id).error("compensation failed: {}", error)
@@ -244,7 +245,7 @@ class Engine:
             saga = self.log.advance(saga, moves, settle=True)
         except LeaseLostError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             error = as_saga_error(exc)
             error.saga_id = saga.saga_id
             return Settled(Outcome.STUCK, saga, error, compensating=True)
@@ -276,10 +277,10 @@ def _steps_to_undo(machine: SagaMachine, saga: SagaRecord) -> list[Step]:
     return steps[: machine.position(origin) + 1]
 
 
-def _synced_hashes(ctx: SagaContext) -> dict[str, str | None]:
+def _synced_hashes(ctx: SagaContext) -> dict[str, tuple[str, str] | None]:
     if ctx.op == "delete":
         return {ctx.vector_id(item): None for item in ctx.items}
-    return {ctx.vector_id(item): content_hash(ctx.new_vector(item)) for item in ctx.items}
+    return {ctx.vector_id(item): content_of(ctx.new_vector(item)) for item in ctx.items}
 
 
 FAILED_STATES = frozenset({FAILED, COMPENSATING})

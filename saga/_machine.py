@@ -101,7 +101,7 @@ class SagaMachine:
 
     def table(self) -> list[tuple[str, str, str]]:
         """Every (source, event, dest) of the machine, read back from ``transitions``."""
-        rows = []
+        rows: list[tuple[str, str, str]] = []
         for name, event in self.machine.events.items():
             for source, moves in event.transitions.items():
                 rows.extend((source, name, str(move.dest)) for move in moves)

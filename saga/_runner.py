@@ -8,16 +8,14 @@ second saga on a key runs inside that lock. The Chroma client is shared.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
-
-from loguru import logger
 
 from saga import _validation as check
 from saga._clock import Clock, SystemClock
@@ -31,8 +29,9 @@ from saga._errors import (
     ValidationError,
 )
 from saga._machine import SagaDefinition
-from saga._ports import Key, TableSpec, VectorStore
-from saga._results import QueryResult, SagaResult
+from saga._ports import Database, Key, SagaLog, TableSpec, VectorStore
+from saga._recovery import DEFAULT_MAX_ATTEMPTS
+from saga._results import QueryResult, ReconcileReport, RecoveryReport, SagaResult
 from saga._steps import Item
 
 
@@ -50,8 +49,8 @@ class SagaRunner:
     def __init__(
         self,
         *,
-        database: Any,
-        log: Any,
+        database: Database,
+        log: SagaLog,
         vectors: VectorStore,
         clock: Clock,
         lease: LeasePolicy,
@@ -95,11 +94,10 @@ class SagaRunner:
         ``chroma_path`` (default: ``<db_path>.chroma`` beside the database).
         """
         # The composition root: the only place where saga reaches the adapters.
+        from steps import DEFINITIONS  # noqa: PLC0415
         from stores.chroma import ChromaVectorStore  # noqa: PLC0415
         from stores.saga_log import SqliteSagaLog  # noqa: PLC0415
         from stores.sqlite import Database  # noqa: PLC0415
-
-        from steps import DEFINITIONS  # noqa: PLC0415
 
         retry = retry or RetryPolicy()
         timeouts = chroma_timeouts or ChromaTimeouts()
@@ -380,6 +378,74 @@ class SagaRunner:
                 self._specs.pop(spec.table, None)
         return _answer(settled, tuple(ctx.vector_id(item) for item in items))
 
+    # -- operations -------------------------------------------------------------------
+
+    def recover(
+        self,
+        older_than: dt.timedelta = dt.timedelta(0),
+        *,
+        policy: str = "resume",
+        dry_run: bool = False,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        progress: Callable[[], None] | None = None,
+    ) -> RecoveryReport:
+        """Settle every saga a crash or failure left in flight (see ``saga._recovery``).
+
+        Only sagas started more than ``older_than`` ago whose owner is gone (lease
+        free or expired, or a dead process on this host) are touched.
+        ``policy="compensate"`` undoes sagas still before their pivot instead of
+        resuming them. ``dry_run`` reports what would happen and changes nothing.
+        """
+        from saga._recovery import recover  # noqa: PLC0415
+
+        self._ensure_open()
+        return recover(
+            self,
+            older_than=older_than,
+            policy=policy,  # type: ignore[arg-type]  # validated inside
+            dry_run=dry_run,
+            max_attempts=max_attempts,
+            progress=progress,
+        )
+
+    def reconcile(
+        self,
+        *,
+        fix: bool = False,
+        stuck_after: dt.timedelta = dt.timedelta(minutes=5),
+        page_size: int = 1000,
+        rebuild: Callable[[str, Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> ReconcileReport:
+        """Compare both stores and report orphans, missing vectors, drift, stuck sagas.
+
+        ``fix=True`` repairs them (orphans deleted, stuck sagas recovered, drifted and
+        missing vectors rewritten through update sagas). A missing vector's embedding
+        is gone: pass ``rebuild(table, row) -> {"embedding", "document", "metadata"}``
+        to re-create it; without it, missing vectors are reported as unfixable.
+        """
+        from saga._reconcile import reconcile  # noqa: PLC0415
+
+        self._ensure_open()
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValidationError("must be a positive int", field="page_size")
+        return reconcile(
+            self,
+            fix=fix,
+            stuck_after=stuck_after,
+            page_size=page_size,
+            rebuild=rebuild,
+            progress=progress,
+        )
+
+    def detect_orphaned_records(self) -> ReconcileReport:
+        """Alias: ``reconcile(fix=False)``."""
+        return self.reconcile(fix=False)
+
+    def recover_orphaned_vectors(self) -> ReconcileReport:
+        """Alias: ``reconcile(fix=True)``."""
+        return self.reconcile(fix=True)
+
     # -- lifecycle --------------------------------------------------------------------
 
     def _ensure_open(self) -> None:
@@ -435,7 +501,9 @@ def _entry(entry: object, index: int, allowed: set[str]) -> dict[str, Any]:
         raise ValidationError("must be a dict", field="item", index=index)
     unknown = set(entry) - allowed
     if unknown:
-        raise ValidationError(f"unknown fields {sorted(map(str, unknown))}", field="item", index=index)
+        raise ValidationError(
+            f"unknown fields {sorted(map(str, unknown))}", field="item", index=index
+        )
     return dict(entry)
 
 
@@ -466,7 +534,9 @@ def _answer(settled: Settled, vector_ids: tuple[str, ...]) -> SagaResult:
     error = settled.error
     if settled.outcome is Outcome.FAILED:
         raise DataIntegrityError(
-            f"dual write failed and was compensated: {_text(error)}", saga_id=saga.saga_id, cause=error
+            f"dual write failed and was compensated: {_text(error)}",
+            saga_id=saga.saga_id,
+            cause=error,
         ) from error
     where = "compensating" if settled.compensating else saga.state
     raise CompensationError(

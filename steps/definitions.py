@@ -14,9 +14,7 @@ from steps._vectors import WriteVectors
 
 def dual_write(name: str, op: str) -> SagaDefinition:
     """A dual-write saga for ``op`` (create, update or delete)."""
-    return SagaDefinition(
-        name=name, steps=(WriteVectors(op), CommitRows(op)), pivot="commit_rows"
-    )
+    return SagaDefinition(name=name, steps=(WriteVectors(op), CommitRows(op)), pivot="commit_rows")
 
 
 CREATE = dual_write("create", "create")

@@ -49,6 +49,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             saga_id TEXT NOT NULL,
             operation TEXT NOT NULL,
             content_hash TEXT,
+            content TEXT,
             last_synced_at TEXT,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL

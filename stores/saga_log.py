@@ -209,12 +209,13 @@ class SqliteSagaLog:
         *,
         local: Callable[[sqlite3.Connection], None] | None = None,
         error: str | None = None,
-        hashes: Mapping[str, str | None] | None = None,
+        hashes: Mapping[str, tuple[str, str] | None] | None = None,
         settle: bool = False,
     ) -> SagaRecord:
         """Persist ``moves`` (already checked against the machine) in one transaction,
         after running ``local`` in it. Terminal states drop the payload and the lease.
-        ``hashes`` (on ``synced``) sets each vector's content hash; None removes its row.
+        ``hashes`` (on ``synced``) sets each vector's (content hash, content JSON) as
+        last synced; None removes the vector's row (a completed delete).
         """
 
         def apply(conn: sqlite3.Connection) -> SagaRecord:
@@ -237,7 +238,7 @@ class SqliteSagaLog:
         saga: SagaRecord,
         moves: Sequence[Move],
         error: str | None,
-        hashes: Mapping[str, str | None] | None,
+        hashes: Mapping[str, tuple[str, str] | None] | None,
     ) -> SagaRecord:
         final = moves[-1][1]
         terminal = final in TERMINAL
@@ -267,15 +268,18 @@ class SqliteSagaLog:
 
     @staticmethod
     def _apply_hashes(
-        conn: sqlite3.Connection, saga_id: str, hashes: Mapping[str, str | None], now: str
+        conn: sqlite3.Connection,
+        saga_id: str,
+        hashes: Mapping[str, tuple[str, str] | None],
+        now: str,
     ) -> None:
-        removed = [(vid, saga_id) for vid, digest in hashes.items() if digest is None]
-        kept = [(digest, now, vid, saga_id) for vid, digest in hashes.items() if digest]
+        removed = [(vid, saga_id) for vid, synced in hashes.items() if synced is None]
+        kept = [(*synced, now, vid, saga_id) for vid, synced in hashes.items() if synced]
         conn.executemany(
             "DELETE FROM vector_sync_state WHERE vector_id = ? AND saga_id = ?", removed
         )
         conn.executemany(
-            "UPDATE vector_sync_state SET content_hash = ?, last_synced_at = ? "
+            "UPDATE vector_sync_state SET content_hash = ?, content = ?, last_synced_at = ? "
             "WHERE vector_id = ? AND saga_id = ?",
             kept,
         )
@@ -341,6 +345,38 @@ class SqliteSagaLog:
                 raise LeaseLostError("lease lost", saga_id=saga.saga_id)
         return attrs.evolve(saga, lease_expires_at=expiry, updated_at=now)
 
+    def claim(self, saga: SagaRecord) -> SagaRecord | None:
+        """Take a saga over for recovery: compare-and-set on its current lease.
+
+        Returns the claimed saga (attempts counted), or None if someone else moved it.
+        """
+        expiry, now = self._expiry(), self.now()
+        with self.db.write(saga.saga_id) as conn:
+            cursor = conn.execute(
+                "UPDATE saga_instances SET lease_owner = ?, lease_expires_at = ?, "
+                "attempts = attempts + 1, updated_at = ? WHERE saga_id = ? AND state = ? "
+                "AND lease_owner IS ? AND lease_expires_at IS ?",
+                (
+                    self.owner,
+                    expiry,
+                    now,
+                    saga.saga_id,
+                    saga.state,
+                    saga.lease_owner,
+                    saga.lease_expires_at,
+                ),
+            )
+            if cursor.rowcount != 1:
+                return None
+        failpoints.hit("after:claim")
+        return attrs.evolve(
+            saga,
+            lease_owner=self.owner,
+            lease_expires_at=expiry,
+            attempts=saga.attempts + 1,
+            updated_at=now,
+        )
+
     def release(self, saga: SagaRecord) -> None:
         """Give up the lease on a saga this owner holds (it stays in its state)."""
         with self.db.write(saga.saga_id) as conn:
@@ -388,6 +424,31 @@ class SqliteSagaLog:
                 tuple(sorted(TERMINAL)),
             )
             return [_record(row) for row in rows]
+
+    def in_flight_vectors(self, conn: sqlite3.Connection, table: str) -> set[str]:
+        """Vector ids of ``table`` that a saga is writing right now."""
+        rows = conn.execute(
+            "SELECT vector_id FROM vector_sync_state WHERE sqlite_table = ? "
+            "AND sync_status NOT IN (?, ?)",
+            (table, *sorted(TERMINAL)),
+        )
+        return {row[0] for row in rows}
+
+    def synced_content(
+        self, conn: sqlite3.Connection, vector_ids: Sequence[str]
+    ) -> dict[str, tuple[str | None, str | None]]:
+        """(content hash, content JSON) last synced for each known vector id."""
+        found: dict[str, tuple[str | None, str | None]] = {}
+        for chunk in _chunks(list(vector_ids)):
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                "SELECT vector_id, content_hash, content FROM vector_sync_state "
+                f"WHERE vector_id IN ({marks})",
+                tuple(chunk),
+            )
+            for row in rows:
+                found[row[0]] = (row[1], row[2])
+        return found
 
 
 def _spec(row: sqlite3.Row) -> TableSpec:

@@ -45,9 +45,7 @@ _register_failpoint_errors()
 def translate(exc: sqlite3.Error, saga_id: str | None = None) -> SqliteStoreError:
     """Map a ``sqlite3`` error to the project's error, marking lock errors transient."""
     text = str(exc)
-    transient = isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in text or "busy" in text
-    )
+    transient = isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
     return SqliteStoreError(f"SQLite: {text}", saga_id=saga_id, transient=transient)
 
 
@@ -135,8 +133,14 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: one consistent snapshot for several SELECTs."""
+        """A read transaction: one consistent snapshot for several SELECTs.
+
+        Re-entrant: inside another transaction of this thread it just joins it."""
         conn = self.connection()
+        if conn.in_transaction:
+            with translated():
+                yield conn
+            return
         with translated():
             conn.execute("BEGIN")
         try:
@@ -193,8 +197,7 @@ class Database:
     @staticmethod
     def _schema_version(conn: sqlite3.Connection) -> int:
         names = {
-            row[0]
-            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
         if "saga_meta" not in names:
             if names & set(LOG_TABLES):
@@ -217,4 +220,4 @@ def _looks_like_sqlite(path: Path) -> bool:
         return False
     with path.open("rb") as handle:
         head = handle.read(16)
-    return head == _SQLITE_MAGIC or head == b""
+    return head in {_SQLITE_MAGIC, b""}

@@ -1,0 +1,110 @@
+"""Read-only views of a saga log for ``saga status`` and ``saga show`` (no Chroma needed)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from saga._clock import Clock, SystemClock, parse_stamp
+from saga._errors import SagaError
+from saga._machine import TERMINAL
+from saga._payload import loads
+
+
+def open_log(db_path: str | os.PathLike[str], clock: Clock | None = None) -> Any:
+    """The saga log of an existing saga database, never creating one (composition root)."""
+    from saga._config import LeasePolicy, SqliteOptions  # noqa: PLC0415
+    from saga._runner import lease_owner_id  # noqa: PLC0415
+    from stores.saga_log import SqliteSagaLog  # noqa: PLC0415
+    from stores.sqlite import Database  # noqa: PLC0415
+
+    database = Database.open(db_path, SqliteOptions(), create=False)
+    return SqliteSagaLog(database, clock or SystemClock(), LeasePolicy(), lease_owner_id())
+
+
+def status(db_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Counts of sagas per state and per table, and the oldest saga in flight."""
+    log = open_log(db_path)
+    try:
+        with log.db.read() as conn:
+            by_state = {
+                row[0]: row[1]
+                for row in conn.execute(
+                    "SELECT state, COUNT(*) FROM saga_instances GROUP BY state ORDER BY state"
+                )
+            }
+            by_table: dict[str, dict[str, int]] = {}
+            for table, state, count in conn.execute(
+                "SELECT sqlite_table, state, COUNT(*) FROM saga_instances "
+                "GROUP BY sqlite_table, state ORDER BY sqlite_table, state"
+            ):
+                by_table.setdefault(table, {})[state] = count
+        in_flight = log.in_flight()
+        oldest = in_flight[0] if in_flight else None
+        return {
+            "db": str(db_path),
+            "by_state": by_state,
+            "by_table": by_table,
+            "in_flight": len(in_flight),
+            "oldest_in_flight": None
+            if oldest is None
+            else {
+                "saga_id": oldest.saga_id,
+                "state": oldest.state,
+                "table": oldest.table,
+                "created_at": oldest.created_at,
+                "age_seconds": round(
+                    (SystemClock().now() - parse_stamp(oldest.created_at)).total_seconds(), 3
+                ),
+            },
+            "tracked": [
+                {"table": s.table, "collection": s.collection, "dimension": s.dimension}
+                for s in log.all_tracked()
+            ],
+        }
+    finally:
+        log.db.close()
+
+
+def show(db_path: str | os.PathLike[str], saga_id: str) -> dict[str, Any]:
+    """One saga: state, lease, attempts, payload summary and its history."""
+    log = open_log(db_path)
+    try:
+        loaded = log.load(saga_id)
+        if loaded is None:
+            raise SagaError(f"no saga {saga_id!r} in {db_path}")
+        saga, payload = loaded
+        return {
+            "saga_id": saga.saga_id,
+            "definition": saga.definition,
+            "table": saga.table,
+            "state": saga.state,
+            "terminal": saga.state in TERMINAL,
+            "attempts": saga.attempts,
+            "last_error": saga.last_error,
+            "lease_owner": saga.lease_owner,
+            "lease_expires_at": saga.lease_expires_at,
+            "created_at": saga.created_at,
+            "updated_at": saga.updated_at,
+            "applied_sub_batches": list(saga.progress),
+            "payload": _payload_summary(payload),
+            "history": log.history(saga_id),
+        }
+    finally:
+        log.db.close()
+
+
+def _payload_summary(payload: str | None) -> dict[str, Any] | None:
+    if payload is None:
+        return None
+    try:
+        op, items = loads(payload)
+    except (ValueError, KeyError, TypeError) as exc:
+        return {"unreadable": str(exc)}
+    return {
+        "operation": op,
+        "items": len(items),
+        "keys": [item.key for item in items[:10]],
+        "keys_truncated": len(items) > 10,
+        "bytes": len(payload),
+    }

@@ -1,0 +1,249 @@
+"""Reconciliation: compare the two stores page by page and report (or fix) what differs.
+
+- orphan vectors: a vector in a tracked collection that no committed row points at
+  (and no saga in flight is writing);
+- missing vectors: a committed row whose vector is absent (or whose ``vector_id``
+  column does not name its vector);
+- drift: a vector whose document/metadata differ from what was last synced;
+- stuck sagas: sagas in flight for longer than ``stuck_after``.
+
+Memory is bounded by the page size: both stores are read a page at a time, and only
+the ids of inconsistencies are kept. ``fix=True`` settles stuck sagas with recovery,
+deletes orphans while holding SQLite's write lock (so no saga can start on that key
+meanwhile; deleting is idempotent, so a crash mid-fix leaves only work for the next
+run), and rewrites drifted and missing vectors through update sagas, which are
+crash-safe like any other write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from saga._clock import stamp
+from saga._engine import content_of
+from saga._errors import SagaError
+from saga._ports import TableSpec
+from saga._results import ReconcileReport
+from saga._steps import RESERVED_METADATA
+from saga._validation import quote
+
+if TYPE_CHECKING:
+    from saga._runner import SagaRunner
+
+Rebuild = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
+
+
+class _Findings:
+    def __init__(self) -> None:
+        self.orphans: list[str] = []
+        self.missing: list[tuple[str, Any]] = []  # (vector id, key)
+        self.drift: list[tuple[str, Any]] = []
+        self.fixed: list[str] = []
+        self.unfixable: list[str] = []
+        self.rows = 0
+        self.vectors = 0
+
+
+def reconcile(
+    runner: SagaRunner,
+    *,
+    fix: bool,
+    stuck_after: dt.timedelta,
+    page_size: int,
+    rebuild: Rebuild | None,
+    progress: Callable[[int], None] | None = None,
+) -> ReconcileReport:
+    stuck = _stuck(runner, stuck_after)
+    if fix and stuck:
+        runner.recover(older_than=stuck_after)
+        stuck = _stuck(runner, stuck_after)
+    found = _Findings()
+    for spec in runner.log.all_tracked():
+        _scan_vectors(runner, spec, found, page_size, progress)
+        _scan_rows(runner, spec, found, page_size, progress)
+        if fix:
+            _fix(runner, spec, found, rebuild)
+    return ReconcileReport(
+        orphan_vectors=tuple(found.orphans),
+        missing_vectors=tuple(v for v, _ in found.missing),
+        drift=tuple(v for v, _ in found.drift),
+        stuck_sagas=tuple(stuck),
+        fixed=tuple(found.fixed),
+        unfixable=tuple(found.unfixable),
+        rows_checked=found.rows,
+        vectors_checked=found.vectors,
+    )
+
+
+def _stuck(runner: SagaRunner, stuck_after: dt.timedelta) -> list[str]:
+    cutoff = stamp(runner.clock.now() - stuck_after)
+    return [s.saga_id for s in runner.log.in_flight() if s.created_at <= cutoff]
+
+
+def _scan_vectors(
+    runner: SagaRunner,
+    spec: TableSpec,
+    found: _Findings,
+    page_size: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Every vector of the collection: has a row pointing at it? same content as synced?"""
+    for page in runner.vectors.iter_records(spec.collection, page_size):
+        found.vectors += len(page)
+        ids = [record.id for record in page]
+        with runner.database.read() as conn:
+            linked = _linked_keys(conn, spec, ids)
+            busy = runner.log.in_flight_vectors(conn, spec.table)
+            synced = runner.log.synced_content(conn, ids)
+        for record in page:
+            if record.id in busy:
+                continue
+            if record.id not in linked:
+                found.orphans.append(record.id)
+                continue
+            expected = synced.get(record.id, (None, None))[0]
+            if expected is None or content_of(record)[0] != expected:
+                found.drift.append((record.id, linked[record.id]))
+        if progress is not None:
+            progress(len(page))
+
+
+def _scan_rows(
+    runner: SagaRunner,
+    spec: TableSpec,
+    found: _Findings,
+    page_size: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Every committed row: is its vector there, under the id its column names?"""
+    for page in _row_pages(runner, spec, page_size):
+        found.rows += len(page)
+        expected = {spec.vector_id(key): (key, link) for key, link in page}
+        present = runner.vectors.get(spec.collection, list(expected))
+        with runner.database.read() as conn:
+            busy = runner.log.in_flight_vectors(conn, spec.table)
+        for vector_id, (key, link) in expected.items():
+            if vector_id in busy:
+                continue
+            if vector_id not in present or link != vector_id:
+                found.missing.append((vector_id, key))
+        if progress is not None:
+            progress(len(page))
+
+
+def _row_pages(
+    runner: SagaRunner, spec: TableSpec, page_size: int
+) -> Iterator[list[tuple[Any, Any]]]:
+    """(key, vector_id column) of every row, in key order, a page at a time (keyset)."""
+    table, key, link = quote(spec.table), quote(spec.key), quote(spec.vector_id_column)
+    last: Any = None
+    while True:
+        with runner.database.read() as conn:
+            if last is None:
+                cursor = conn.execute(
+                    f"SELECT {key}, {link} FROM {table} ORDER BY {key} LIMIT ?", (page_size,)
+                )
+            else:
+                cursor = conn.execute(
+                    f"SELECT {key}, {link} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?",
+                    (last, page_size),
+                )
+            page = [(row[0], row[1]) for row in cursor]
+        if not page:
+            return
+        yield page
+        last = page[-1][0]
+
+
+def _linked_keys(conn: Any, spec: TableSpec, vector_ids: Sequence[str]) -> dict[str, Any]:
+    table, key, link = quote(spec.table), quote(spec.key), quote(spec.vector_id_column)
+    linked: dict[str, Any] = {}
+    for start in range(0, len(vector_ids), 500):
+        chunk = vector_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(f"SELECT {link}, {key} FROM {table} WHERE {link} IN ({marks})", chunk)
+        linked.update({row[0]: row[1] for row in rows})
+    return linked
+
+
+def _fix(runner: SagaRunner, spec: TableSpec, found: _Findings, rebuild: Rebuild | None) -> None:
+    found.fixed.extend(_delete_orphans(runner, spec, found.orphans))
+    for vector_id, key in [*found.drift, *found.missing]:
+        _rewrite(runner, spec, vector_id, key, found, rebuild)
+
+
+def _delete_orphans(runner: SagaRunner, spec: TableSpec, orphans: list[str]) -> list[str]:
+    """Delete orphans under SQLite's write lock, re-checked inside it."""
+    deleted: list[str] = []
+    for start in range(0, len(orphans), 500):
+        chunk = orphans[start : start + 500]
+        with runner.database.write() as conn:
+            linked = _linked_keys(conn, spec, chunk)
+            busy = runner.log.in_flight_vectors(conn, spec.table)
+            still = [v for v in chunk if v not in linked and v not in busy]
+            runner.vectors.delete(spec.collection, still)
+        deleted.extend(still)
+    return deleted
+
+
+def _rewrite(
+    runner: SagaRunner,
+    spec: TableSpec,
+    vector_id: str,
+    key: Any,
+    found: _Findings,
+    rebuild: Rebuild | None,
+) -> None:
+    """Re-write one vector through an update saga (crash-safe like any write)."""
+    try:
+        fields = _fresh_fields(runner, spec, vector_id, key, rebuild)
+        if fields is None:
+            found.unfixable.append(vector_id)
+            return
+        runner.update(spec.table, key, {}, **fields)
+    except SagaError:
+        found.unfixable.append(vector_id)
+        return
+    found.fixed.append(vector_id)
+
+
+def _fresh_fields(
+    runner: SagaRunner,
+    spec: TableSpec,
+    vector_id: str,
+    key: Any,
+    rebuild: Rebuild | None,
+) -> dict[str, Any] | None:
+    """What the vector should hold: from ``rebuild(table, row)`` if given, else the
+    embedding Chroma still holds with the document/metadata last synced (a missing
+    vector's embedding is gone: only ``rebuild`` can make it again)."""
+    if rebuild is not None:
+        row = _row(runner, spec, key)
+        made = dict(rebuild(spec.table, row))
+        return {k: made.get(k) for k in ("embedding", "document", "metadata")}
+    with runner.database.read() as conn:
+        synced = runner.log.synced_content(conn, [vector_id]).get(vector_id)
+    current = runner.vectors.get(spec.collection, [vector_id], embeddings=True).get(vector_id)
+    if synced is None or synced[1] is None or current is None:
+        return None
+    document, metadata = json.loads(synced[1])
+    return {
+        "embedding": current.embedding,
+        "document": document,
+        "metadata": _caller_metadata(metadata),
+    }
+
+
+def _caller_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metadata.items() if k not in RESERVED_METADATA}
+
+
+def _row(runner: SagaRunner, spec: TableSpec, key: Any) -> dict[str, Any]:
+    with runner.database.read() as conn:
+        row = conn.execute(
+            f"SELECT * FROM {quote(spec.table)} WHERE {quote(spec.key)} = ?", (key,)
+        ).fetchone()
+    return dict(row) if row is not None else {}
