@@ -39,7 +39,7 @@ class VectorRecord:
     id: str
     embedding: tuple[float, ...] | None
     document: str | None
-    metadata: Mapping[str, Scalar] | None
+    metadata: Mapping[str, Scalar | None] | None  # None values delete keys on upsert
 
 
 @attrs.frozen

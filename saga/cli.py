@@ -31,7 +31,7 @@ def main() -> None:
 
 # Each command family lives in its own module and registers itself on `cli` when
 # imported; they import `cli` from here, hence the import at the bottom.
-from saga import _cli_ops  # noqa: E402, F401
+from saga import _cli_demo, _cli_diagram, _cli_ops  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

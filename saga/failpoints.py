@@ -12,7 +12,8 @@ list of ``name=action`` where action is one of:
 - ``kill``           SIGKILL to this process
 - ``sleep:SECONDS``  pause (a runner "stuck" mid-saga while its lease is live)
 
-An action may end in ``*N`` to fire only the next N hits, e.g. ``raise*1``.
+An action may end in ``*N`` to fire only the next N hits (``raise*1``) and/or ``@K`` to
+let K-1 hits pass first (``kill@2``: the second hit kills).
 Unarmed, ``hit`` is one dict lookup on an empty dict.
 """
 
@@ -30,7 +31,7 @@ from saga._errors import FailpointError
 ENV_VAR = "SAGA_FAILPOINTS"
 EXIT_CODE = 86
 
-_armed: dict[str, list[str | int]] = {}  # name -> [action, remaining hits or -1]
+_armed: dict[str, list[str | int]] = {}  # name -> [action, remaining or -1, hits to skip]
 _lock = threading.Lock()
 _error_kinds: dict[str, Callable[[str], BaseException]] = {}
 _hits: dict[str, int] = {}
@@ -42,7 +43,7 @@ def register_error(kind: str, factory: Callable[[str], BaseException]) -> None:
 
 
 def parse(spec: str) -> dict[str, list[str | int]]:
-    """Parse ``name=action[*N];...`` into the armed table; raise ValueError if malformed."""
+    """Parse ``name=action[*N][@K];...`` into the armed table; raise ValueError if bad."""
     table: dict[str, list[str | int]] = {}
     for raw_part in spec.split(";"):
         part = raw_part.strip()
@@ -51,8 +52,9 @@ def parse(spec: str) -> dict[str, list[str | int]]:
         name, sep, action = part.partition("=")
         if not sep or not name.strip() or not action.strip():
             raise ValueError(f"bad failpoint spec {part!r}: expected name=action")
-        action, star, times = action.strip().partition("*")
-        table[name.strip()] = [action, int(times) if star else -1]
+        action, at, start = action.strip().partition("@")
+        action, star, times = action.partition("*")
+        table[name.strip()] = [action, int(times) if star else -1, int(start) - 1 if at else 0]
     return table
 
 
@@ -91,7 +93,10 @@ def hit(name: str) -> None:
         entry = _armed.get(name)
         if entry is None:
             return
-        action, remaining = str(entry[0]), int(entry[1])
+        action, remaining, skip = str(entry[0]), int(entry[1]), int(entry[2])
+        if skip > 0:
+            entry[2] = skip - 1
+            return
         if remaining == 0:
             return
         if remaining > 0:

@@ -5,16 +5,23 @@ them); compensation puts back the before-images recorded in ``pending``: a vecto
 did not exist is deleted, one that did is upserted as it was. Both are idempotent, so
 recovery may repeat them, and compensation covers every sub-batch, applied or not
 (a timed-out request may have been applied).
+
+Chroma's upsert *merges* metadata into a stored vector (and keeps a stored document
+when given none), so writing over an existing vector names every key that must go
+with a ``None`` value, and a document that must go is cleared by deleting the vector
+first: the stored vector is then exactly the one intended.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import attrs
 
 from saga._errors import RecordNotFoundError, ValidationError
-from saga._steps import Item, SagaContext
+from saga._ports import VectorRecord
+from saga._steps import RESERVED_METADATA, Item, SagaContext
 
 
 @attrs.frozen
@@ -46,19 +53,39 @@ class WriteVectors:
             if self.op == "delete":
                 ctx.vectors.delete(ctx.spec.collection, [ctx.vector_id(i) for i in chunk])
             else:
-                ctx.vectors.upsert(ctx.spec.collection, [ctx.new_vector(i) for i in chunk])
+                written = [_over(ctx.new_vector(i), i.before_vector) for i in chunk]
+                ctx.vectors.upsert(ctx.spec.collection, written)
             if len(chunks) > 1:
                 ctx.progress.add(index)
                 ctx.save_progress(ctx.progress)
 
     def compensate(self, ctx: SagaContext) -> None:
         for chunk in ctx.chunks():
-            restore = [item.before_vector for item in chunk if item.before_vector is not None]
-            remove = [ctx.vector_id(item) for item in chunk if item.before_vector is None]
+            remove = [ctx.vector_id(i) for i in chunk if i.before_vector is None]
             if self.op == "delete":
                 remove = []  # a delete only removed vectors that existed
-            ctx.vectors.upsert(ctx.spec.collection, restore)
+            restore = []
+            for item in chunk:
+                if item.before_vector is None:
+                    continue
+                written = None if self.op == "delete" else ctx.new_vector(item)
+                if written is not None and item.before_vector.document is None:
+                    remove.append(written.id)  # only a delete clears a stored document
+                    written = None
+                restore.append(_over(item.before_vector, written))
             ctx.vectors.delete(ctx.spec.collection, remove)
+            ctx.vectors.upsert(ctx.spec.collection, restore)
+
+
+def _over(record: VectorRecord, stored: VectorRecord | None) -> VectorRecord:
+    """``record``, with ``None`` for every metadata key of ``stored`` it lacks (Chroma
+    merges metadata on upsert; ``None`` removes a key)."""
+    if stored is None or not stored.metadata:
+        return record
+    metadata: dict[str, Any] = dict(record.metadata or {})
+    for key in stored.metadata:
+        metadata.setdefault(key, None)
+    return attrs.evolve(record, metadata=metadata)
 
 
 def _complete_update(item: Item, index: int, *, many: bool) -> None:
@@ -83,5 +110,5 @@ def _complete_update(item: Item, index: int, *, many: bool) -> None:
         item.metadata = {
             k: v
             for k, v in (before.metadata or {}).items()
-            if k not in ("sqlite_table", "sqlite_record_id", "saga_id")
+            if k not in RESERVED_METADATA and v is not None
         }

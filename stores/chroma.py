@@ -2,14 +2,39 @@
 
 - Collections are opened with ``embedding_function=None`` and every write carries its
   embeddings, so Chroma's default embedding function (a model download) never runs.
-- Server mode: ``HttpClient`` is built by chromadb with an httpx session whose timeout
-  is ``None``; we set connect/read/write/pool timeouts on that session (httpx's own
-  public ``Client.timeout`` setter) so a stalled server fails the call instead of
-  hanging it, and transient failures are retried with ``stamina`` within
-  ``RetryPolicy.timeout``.
-- Errors: timeouts -> ``VectorStoreTimeout`` (the write may have happened),
-  connection refused/reset, 5xx, 429 -> ``VectorStoreUnavailable``, the rest ->
-  ``VectorStoreError`` (permanent). Nothing from chromadb or httpx leaks.
+- **Bounded calls (server mode).** chromadb's ``HttpClient`` builds its ``httpx.Client``
+  with ``timeout=None`` (``chromadb/api/fastapi.py``) and has no setting for it. Two
+  bounds are imposed: (1) httpx's own connect/read/write/pool timeouts, set through the
+  public ``httpx.Client.timeout`` setter on chromadb's private session
+  (``client._server._session``); they end a stalled socket and free its thread;
+  (2) a whole-call deadline, ``ChromaTimeouts.call``: each request runs in a daemon thread
+  and the caller waits that long at most. (1) alone does not bound a call (a server that
+  drips a byte per read timeout never trips it); (2) alone would leave hung threads
+  forever. A daemon thread per call rather than a pool: a pool's workers are joined at
+  interpreter exit and a pool full of hung calls would queue healthy ones behind them.
+- **Embedded mode has no deadline thread.** ``PersistentClient`` runs in-process (Rust,
+  local disk): there is no network to stall, and a thread deadline could not stop the
+  call, only abandon it, so the write would land *after* the saga had decided it failed
+  (and compensated), which is exactly the ambiguity this module exists to settle.
+- **Errors** are translated at one seam (``translate``): timeouts -> ``VectorStoreTimeout``;
+  connection refused/reset, 5xx, 429 -> ``VectorStoreUnavailable`` (both transient); the
+  rest (validation, other 4xx) -> ``VectorStoreError`` (permanent). The HTTP status is
+  read from the response itself (an httpx response hook), because chromadb raises a bare
+  ``Exception`` for an error body it does not recognise. Nothing from chromadb or httpx
+  leaks.
+- **Retries**: transient errors are retried with ``stamina`` (exponential backoff with
+  jitter) per ``RetryPolicy``; every attempt is cut so the whole retried call ends within
+  ``max(RetryPolicy.timeout, ChromaTimeouts.call)`` seconds. Retrying a write is safe:
+  ``upsert`` under a deterministic id and ``delete`` by id are idempotent.
+- **Ambiguous writes**: a write that still fails with a timeout or a reset connection may
+  or may not have been applied. ``upsert``/``delete`` then read the ids back: if the write
+  took effect (every id present with the expected document and metadata, ``saga_id``
+  included; or every id absent) they return normally; if not, the error is raised (the
+  saga compensates, idempotently); if the read-back fails too, ``VectorStoreTimeout``.
+  So one write, read-back included, takes at most twice the retried-call bound.
+- **Known limit**: a request held up in the network longer than the deadline (not lost,
+  late) can still land after the saga settled; no client-side bound prevents that, as
+  Chroma has no conditional writes. ``saga reconcile`` reports what it leaves behind.
 """
 
 from __future__ import annotations
@@ -18,9 +43,12 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import chromadb
 import httpx
@@ -41,27 +69,40 @@ from saga._ports import QueryHit, VectorRecord
 T = TypeVar("T")
 LOCK_NAME = ".saga-embedded.lock"
 
+# httpx errors raised before a request left the client: such a write cannot have been
+# applied, so no read-back is needed.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# The connection died under a request already sent: the server may have applied it.
+_CUT_OFF = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, ConnectionError)
+
 failpoints.register_error("chroma-unavailable", lambda n: VectorStoreUnavailable(f"{n}"))
 failpoints.register_error("chroma-timeout", lambda n: VectorStoreTimeout(f"{n}"))
 failpoints.register_error("chroma-invalid", lambda n: VectorStoreError(f"{n}"))
 
 
-def translate(exc: BaseException, *, remote: bool) -> VectorStoreError:
-    """Map anything chromadb or httpx raised to the project's vector store errors."""
+def translate(exc: BaseException, *, remote: bool, status: int | None = None) -> VectorStoreError:
+    """Map anything chromadb or httpx raised to the project's vector store errors.
+
+    ``status`` is the HTTP status of the last response of the failed call, when known.
+    """
     if isinstance(exc, VectorStoreError):
         return exc
     text = f"Chroma: {type(exc).__name__}: {exc}"
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return VectorStoreTimeout(text)
     if isinstance(exc, httpx.TransportError | ConnectionError):
         return VectorStoreUnavailable(text)
     if isinstance(exc, httpx.HTTPStatusError):
         return _by_status(exc.response.status_code, text)
+    if status is not None and status >= 400:
+        # The response said it, whatever chromadb made of its body.
+        return _by_status(status, f"Chroma: HTTP {status}: {exc}")
     if isinstance(exc, ChromaError):
         return _by_status(exc.code(), text)
     if remote and type(exc) is Exception:
         # chromadb raises a bare Exception for an HTTP error without a Chroma body
-        # (a proxy's 502, a restarting server): retrying may help.
+        # (a proxy's 502, a restarting server) and the status was not seen: retrying
+        # may help.
         return VectorStoreUnavailable(text)
     return VectorStoreError(text)
 
@@ -72,6 +113,117 @@ def _by_status(status: int, text: str) -> VectorStoreError:
     return VectorStoreError(text)
 
 
+def maybe_applied(error: VectorStoreError) -> bool:
+    """True if a write that failed with ``error`` may nevertheless have been applied:
+    no answer in time, or the connection cut under a request already sent."""
+    cause = error.__cause__
+    if isinstance(cause, _NEVER_SENT):
+        return False
+    return isinstance(error, VectorStoreTimeout) or isinstance(cause, _CUT_OFF)
+
+
+# -- bounded calls ----------------------------------------------------------------------
+
+_last_status = threading.local()  # per thread: the status of its last HTTP response
+
+
+def _record_status(response: httpx.Response) -> None:
+    """httpx response hook: remember the status for ``translate`` (runs in the caller's
+    thread, which is the call's own deadline thread)."""
+    _last_status.code = response.status_code
+
+
+def _translated(action: Callable[[], T], *, remote: bool) -> T:
+    """Run ``action`` and translate what it raises (with the HTTP status, if one was seen)."""
+    _last_status.code = None
+    try:
+        return action()
+    except Exception as exc:
+        status = getattr(_last_status, "code", None)
+        raise translate(exc, remote=remote, status=status) from exc
+
+
+def within(seconds: float, point: str, action: Callable[[], T]) -> T:
+    """Run ``action`` in a daemon thread; return its result or re-raise its error, or
+    raise ``VectorStoreTimeout`` if it has not finished after ``seconds``.
+
+    The abandoned thread is left to end by itself (httpx's timeouts see to that).
+    """
+    outcome: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            outcome.set_result(action())
+        except BaseException as exc:  # handed over to the waiting caller
+            outcome.set_exception(exc)
+
+    threading.Thread(target=run, name=f"saga-chroma-{point}", daemon=True).start()
+    done = threading.Event()
+    outcome.add_done_callback(lambda _: done.set())
+    if not done.wait(seconds):
+        raise VectorStoreTimeout(f"Chroma: no answer to {point} within {seconds:.2f}s")
+    return outcome.result()
+
+
+class _Budget:
+    """The time left to a retried call, in seconds; every attempt is cut to fit it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.ends = time.monotonic() + seconds
+
+    def slice(self, most: float, point: str) -> float:
+        left = min(most, self.ends - time.monotonic())
+        if left <= 0.001:
+            raise VectorStoreTimeout(f"Chroma: {point}: retry budget spent")
+        return left
+
+
+def _retrying(policy: RetryPolicy, attempt: Callable[[], T]) -> T:
+    """``attempt``, retried on transient errors with backoff and jitter (``stamina``).
+
+    The policy is explicit, so nothing here depends on stamina's global testing mode.
+    """
+    if policy.attempts <= 1:
+        return attempt()
+    retrying = stamina.retry_context(
+        on=_is_transient,
+        attempts=policy.attempts,
+        timeout=policy.timeout,
+        wait_initial=policy.wait_initial,
+        wait_max=policy.wait_max,
+    )
+    for retry_attempt in retrying:
+        with retry_attempt:
+            return attempt()
+    raise AssertionError("unreachable: stamina re-raises the last error")
+
+
+def _is_transient(exc: Exception) -> bool:
+    return isinstance(exc, VectorStoreError) and exc.transient
+
+
+def bound_session(client: Any, timeouts: ChromaTimeouts) -> bool:
+    """Set httpx timeouts (and the status hook) on an ``HttpClient``'s session.
+
+    Returns False if the session is not where chromadb 1.5 keeps it
+    (``client._server._session``); calls are then bounded by the deadline alone.
+    """
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if not isinstance(session, httpx.Client):
+        return False
+    session.timeout = httpx.Timeout(
+        connect=timeouts.connect,
+        read=timeouts.read,
+        write=timeouts.read,
+        pool=timeouts.connect,
+    )
+    hooks = session.event_hooks
+    if _record_status not in hooks["response"]:
+        hooks["response"] = [*hooks["response"], _record_status]
+        session.event_hooks = hooks
+    return True
+
+
 class _EmbeddedLock:
     """An advisory lock on an embedded Chroma folder, shared within one process.
 
@@ -79,8 +231,8 @@ class _EmbeddedLock:
     that opens the same folder is refused and pointed to server mode.
     """
 
-    _held: dict[Path, tuple[int, int]] = {}  # path -> (fd, users in this process)
-    _guard = threading.Lock()
+    _held: ClassVar[dict[Path, tuple[int, int]]] = {}  # path -> (fd, users in this process)
+    _guard: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
     def acquire(cls, folder: Path) -> None:
@@ -117,7 +269,12 @@ class _EmbeddedLock:
 
 
 class ChromaVectorStore:
-    """``saga._ports.VectorStore`` on a chromadb client (embedded or HTTP)."""
+    """``saga._ports.VectorStore`` on a chromadb client (embedded or HTTP).
+
+    ``read_backs`` counts how ambiguous writes were settled, by ``"<write>:<outcome>"``
+    (``"upsert:applied"``, ``"delete:not_applied"``, ``"upsert:unknown"``).
+    ``session_bounded`` says whether httpx timeouts could be set on an HTTP client.
+    """
 
     def __init__(
         self,
@@ -127,16 +284,19 @@ class ChromaVectorStore:
         retry: RetryPolicy,
         timeouts: ChromaTimeouts,
         locked_folder: Path | None = None,
+        owned: bool = False,
     ) -> None:
         self.client = client
         self.remote = remote
         self.retry = retry
         self.timeouts = timeouts
+        self.read_backs: Counter[str] = Counter()
         self._locked_folder = locked_folder
+        self._owned = owned  # we built the client, so we close it
         self._collections: dict[str, Any] = {}
         self._max_batch: int | None = None
-        if remote:
-            self._bound_http_session()
+        self._stats_lock = threading.Lock()
+        self.session_bounded = bound_session(client, timeouts) if remote else False
 
     @classmethod
     def embedded(
@@ -159,53 +319,78 @@ class ChromaVectorStore:
     def http(
         cls, host: str, port: int, *, retry: RetryPolicy, timeouts: ChromaTimeouts
     ) -> ChromaVectorStore:
-        """An ``HttpClient`` for a ``chroma run`` server."""
-        try:
-            client = chromadb.HttpClient(
+        """An ``HttpClient`` for a ``chroma run`` server, connected within the bounds.
+
+        Building the client already talks to the server (identity, tenant, database),
+        on a session with no timeout yet: it runs under the whole-call deadline, and a
+        thread abandoned there waits on its socket until the peer closes it.
+        """
+
+        def connect() -> Any:
+            return chromadb.HttpClient(
                 host=host, port=port, settings=Settings(anonymized_telemetry=False)
             )
-        except Exception as exc:
-            raise translate(exc, remote=True) from exc
-        return cls(client, remote=True, retry=retry, timeouts=timeouts)
 
-    def _bound_http_session(self) -> None:
-        session = getattr(getattr(self.client, "_server", None), "_session", None)
-        if isinstance(session, httpx.Client):
-            session.timeout = httpx.Timeout(
-                connect=self.timeouts.connect,
-                read=self.timeouts.read,
-                write=self.timeouts.read,
-                pool=self.timeouts.connect,
-            )
+        budget = _Budget(max(retry.timeout, timeouts.call))
+        client = _retrying(
+            retry,
+            lambda: within(
+                budget.slice(timeouts.call, "connect"),
+                "connect",
+                lambda: _translated(connect, remote=True),
+            ),
+        )
+        return cls(client, remote=True, retry=retry, timeouts=timeouts, owned=True)
 
     # -- the seam ---------------------------------------------------------------------
 
     def _call(self, point: str, action: Callable[[], T]) -> T:
-        """Run one Chroma call: failpoint, retries of transient errors, translation."""
-        policy = self.retry
+        """One Chroma call: failpoints, the deadline, translation, retries.
+
+        Returns or raises within ``max(retry.timeout, timeouts.call)`` seconds (remote).
+        """
+        budget = _Budget(max(self.retry.timeout, self.timeouts.call))
 
         def attempt() -> T:
             failpoints.hit(f"chroma.{point}")
-            try:
-                result = action()
-            except Exception as exc:
-                raise translate(exc, remote=self.remote) from exc
+            if self.remote:
+                seconds = budget.slice(self.timeouts.call, point)
+                result = within(seconds, point, lambda: _translated(action, remote=True))
+            else:
+                result = _translated(action, remote=False)
             failpoints.hit(f"chroma.{point}.after")
             return result
 
-        if policy.attempts <= 1:
-            return attempt()
-        retrying = stamina.retry_context(
-            on=_is_transient,
-            attempts=policy.attempts,
-            timeout=policy.timeout,
-            wait_initial=policy.wait_initial,
-            wait_max=policy.wait_max,
-        )
-        for retry_attempt in retrying:
-            with retry_attempt:
-                return attempt()
-        raise AssertionError("unreachable: stamina re-raises the last error")
+        return _retrying(self.retry, attempt)
+
+    def _write(
+        self, point: str, action: Callable[[], object], took_effect: Callable[[], bool]
+    ) -> None:
+        """A write; if its outcome is ambiguous, settled by reading it back."""
+        try:
+            self._call(point, action)
+        except VectorStoreError as error:
+            if not maybe_applied(error) or not self._read_back(point, took_effect, error):
+                raise
+
+    def _read_back(
+        self, point: str, took_effect: Callable[[], bool], error: VectorStoreError
+    ) -> bool:
+        """Whether the ambiguous write ``point`` took effect; raises if nobody can tell."""
+        try:
+            applied = self._call("readback", took_effect)
+        except VectorStoreError as failed:
+            self._count(f"{point}:unknown")
+            raise VectorStoreTimeout(
+                f"Chroma: {point} may or may not have been applied ({error.message}); "
+                f"reading it back failed too: {failed.message}"
+            ) from error
+        self._count(f"{point}:{'applied' if applied else 'not_applied'}")
+        return applied
+
+    def _count(self, outcome: str) -> None:
+        with self._stats_lock:
+            self.read_backs[outcome] += 1
 
     def _collection(self, name: str) -> Any:
         found = self._collections.get(name)
@@ -228,21 +413,28 @@ class ChromaVectorStore:
         if not records:
             return
         target = self._collection(collection)
-        self._call(
+        ids = [r.id for r in records]
+        self._write(
             "upsert",
             lambda: target.upsert(
-                ids=[r.id for r in records],
+                ids=ids,
                 embeddings=[list(r.embedding or ()) for r in records],
                 documents=[r.document for r in records],
                 metadatas=[dict(r.metadata) if r.metadata else None for r in records],
             ),
+            lambda: _all_stored(target.get(ids=ids, include=["documents", "metadatas"]), records),
         )
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if not ids:
             return
         target = self._collection(collection)
-        self._call("delete", lambda: target.delete(ids=list(ids)))
+        wanted = list(ids)
+        self._write(
+            "delete",
+            lambda: target.delete(ids=wanted),
+            lambda: not target.get(ids=wanted, include=[])["ids"],
+        )
 
     def get(
         self, collection: str, ids: Sequence[str], *, embeddings: bool = False
@@ -276,14 +468,11 @@ class ChromaVectorStore:
         target = self._collection(collection)
         offset = 0
         while True:
-            start = offset
-            found = self._call(
-                "page",
-                lambda: target.get(
-                    limit=page_size, offset=start, include=["documents", "metadatas"]
-                ),
-            )
-            page = _records(found, embeddings=False)
+
+            def read(start: int = offset) -> Any:  # bound now: the loop moves offset on
+                return target.get(limit=page_size, offset=start, include=["documents", "metadatas"])
+
+            page = _records(self._call("page", read), embeddings=False)
             if not page:
                 return
             yield list(page.values())
@@ -304,13 +493,28 @@ class ChromaVectorStore:
 
     def close(self) -> None:
         self._collections.clear()
+        if self._owned:
+            self._owned = False
+            with contextlib.suppress(Exception):  # closing only drops local resources
+                self.client.close()
         if self._locked_folder is not None:
             _EmbeddedLock.release(self._locked_folder)
             self._locked_folder = None
 
 
-def _is_transient(exc: Exception) -> bool:
-    return isinstance(exc, VectorStoreError) and exc.transient
+def _all_stored(found: Any, records: Sequence[VectorRecord]) -> bool:
+    """Whether Chroma holds every record with its document and metadata (``saga_id``
+    included, so a vector left by another saga does not count)."""
+    stored = _records(found, embeddings=False)
+    return all(_same_content(stored.get(r.id), r) for r in records)
+
+
+def _same_content(stored: VectorRecord | None, wanted: VectorRecord) -> bool:
+    return (
+        stored is not None
+        and stored.document == wanted.document
+        and dict(stored.metadata or {}) == dict(wanted.metadata or {})
+    )
 
 
 def _records(found: Any, *, embeddings: bool) -> dict[str, VectorRecord]:

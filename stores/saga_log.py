@@ -322,10 +322,11 @@ class SqliteSagaLog:
                 raise LeaseLostError("lease lost while writing vectors", saga_id=saga.saga_id)
 
     def record_error(self, saga: SagaRecord, error: str) -> None:
-        """Note a failed attempt (the saga keeps its state for a later run)."""
+        """Note why an attempt failed (the saga keeps its state for a later run; attempts
+        are counted when recovery claims the saga)."""
         self.db.write_settled(
             lambda conn: conn.execute(
-                "UPDATE saga_instances SET last_error = ?, attempts = attempts + 1, "
+                "UPDATE saga_instances SET last_error = ?, "
                 "updated_at = ? WHERE saga_id = ? AND lease_owner IS ?",
                 (error, self.now(), saga.saga_id, self.owner),
             ),

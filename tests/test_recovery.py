@@ -1,0 +1,281 @@
+"""Recovery after real crashes: a writer subprocess is killed at every transition point
+of every saga kind, then recovery settles what it left, under both policies.
+
+Invariants checked after every recovery: no saga in flight, no orphan vector, no row
+without its vector, no drift (reconcile clean), every write acknowledged before the
+kill present, and the saga's own outcome all-or-nothing (new state or old state).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from saga import RetryPolicy, SagaRunner, failpoints
+from tests._recovery_worker import body, embedding_for
+from tests.conftest import make_db
+
+ROOT = Path(__file__).resolve().parent.parent
+OPS = ["create", "update", "delete", "create_many", "update_many", "delete_many"]
+OLD_KEYS = [1, 2, 3]
+NEW_KEYS = [11, 12, 13]
+
+# point -> (failpoint spec, whether the saga is past its pivot when the process dies)
+FORWARD_POINTS = {
+    "after:pending": ("after:pending=kill", False),
+    "before:write_vectors": ("before:write_vectors=kill", False),
+    "vector_applied": ("chroma.upsert.after=kill;chroma.delete.after=kill", False),
+    "second_sub_batch": ("chroma.upsert.after=kill@2;chroma.delete.after=kill@2", False),
+    "after:write_vectors": ("after:write_vectors=kill", False),
+    "after:vector_written": ("after:vector_written=kill", False),
+    "during:commit_rows": ("during:commit_rows=kill", False),
+    "after:synced": ("after:synced=kill", True),
+}
+# A failure first (the pivot's SQLite write fails), then death while compensating.
+BACKWARD_POINTS = {
+    "after:compensating": "sqlite.commit_rows=raise:sqlite-ioerror;after:compensating=kill",
+    "compensate:write_vectors": (
+        "sqlite.commit_rows=raise:sqlite-ioerror;compensate:write_vectors=kill"
+    ),
+}
+
+
+def worker(args: list[str], failpoints: str = "", timeout: float = 60) -> int:
+    env = {**os.environ, "SAGA_FAILPOINTS": failpoints}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests._recovery_worker", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode not in (0, -signal.SIGKILL):
+        pytest.fail(f"worker failed ({done.returncode}): {done.stderr[-2000:]}")
+    return done.returncode
+
+
+def open_runner(folder: Path) -> SagaRunner:
+    runner = SagaRunner.open(
+        folder / "app.db", chroma_path=folder / "chroma", retry=RetryPolicy.disabled()
+    )
+    runner.track("notes")
+    return runner
+
+
+def seed_old_rows(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    make_db(folder / "app.db")
+    with open_runner(folder) as runner:
+        for key in OLD_KEYS:
+            text = body("old", key)
+            runner.create(
+                "notes",
+                {"id": key, "body": text},
+                embedding=embedding_for(text),
+                document=text,
+            )
+
+
+def keys_for(op: str) -> list[int]:
+    pool = NEW_KEYS if op.startswith("create") else OLD_KEYS
+    return pool if op.endswith("_many") else pool[:1]
+
+
+def observed(runner: SagaRunner, keys: list[int]) -> dict[int, tuple[str | None, str | None]]:
+    """key -> (row body, vector document), None where absent."""
+    with runner.database.read() as conn:
+        bodies = {r[0]: r[1] for r in conn.execute("SELECT id, body FROM notes")}
+    vectors = runner.vectors.get("notes", [f"notes:{k}" for k in keys])
+    return {
+        k: (bodies.get(k), vectors[f"notes:{k}"].document if f"notes:{k}" in vectors else None)
+        for k in keys
+    }
+
+
+def expected(op: str, keys: list[int], applied: bool) -> dict[int, tuple[str | None, ...]]:
+    if op.startswith("create"):
+        return {k: (body("new", k),) * 2 if applied else (None, None) for k in keys}
+    if op.startswith("update"):
+        return {k: (body("new" if applied else "old", k),) * 2 for k in keys}
+    return {k: (None, None) if applied else (body("old", k),) * 2 for k in keys}
+
+
+def assert_consistent(runner: SagaRunner) -> None:
+    assert runner.log.in_flight() == []
+    report = runner.reconcile()
+    assert report.clean, report
+    assert not report.orphan_vectors
+    assert not report.missing_vectors
+    assert not report.drift
+
+
+def assert_old_rows_acknowledged(runner: SagaRunner, op: str, keys: list[int]) -> None:
+    """The rows written (and acknowledged) before the crash are all still there."""
+    untouched = [k for k in OLD_KEYS if k not in keys or op.startswith("create")]
+    for key, (row, doc) in observed(runner, untouched).items():
+        assert (row, doc) == (body("old", key), body("old", key))
+
+
+def crash_once(tmp_path: Path, op: str, spec: str) -> Path:
+    """Seed, then run one saga of ``op`` in a subprocess that dies at ``spec``."""
+    seed_old_rows(tmp_path)
+    args = ["op", "app.db", "chroma", "--op", op, "--tag", "new"]
+    args += ["--keys", ",".join(map(str, keys_for(op)))]
+    if op.endswith("_many"):
+        args += ["--small-batches", "2"]
+    code = worker([a if a not in ("app.db", "chroma") else str(tmp_path / a) for a in args], spec)
+    assert code == -signal.SIGKILL, "the failpoint should have killed the writer"
+    return tmp_path
+
+
+def recover_copy(source: Path, target: Path, policy: str, in_flight: int = 1) -> SagaRunner:
+    """Recovery on a copy of the crashed stores (so both policies see the same crash)."""
+    shutil.copytree(source, target)
+    runner = open_runner(target)
+    assert len(runner.log.in_flight()) == in_flight
+    report = runner.recover(policy=policy)
+    assert report.failed == 0, report
+    assert report.resumed + report.compensated == in_flight, report
+    return runner
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("point", sorted(FORWARD_POINTS))
+def test_kill_at_forward_point_then_recover_both_policies(
+    tmp_path: Path, op: str, point: str
+) -> None:
+    spec, past_pivot = FORWARD_POINTS[point]
+    if point == "second_sub_batch" and not op.endswith("_many"):
+        pytest.skip("only batches have a second sub-batch")
+    crashed = crash_once(tmp_path / "crashed", op, spec)
+    keys = keys_for(op)
+    for policy in ("resume", "compensate"):
+        settled = 0 if past_pivot else 1
+        with recover_copy(crashed, tmp_path / policy, policy, settled) as runner:
+            assert_consistent(runner)
+            applied = past_pivot or policy == "resume"
+            assert observed(runner, keys) == expected(op, keys, applied), policy
+            assert_old_rows_acknowledged(runner, op, keys)
+            again = runner.recover(policy=policy)
+            assert (again.resumed, again.compensated, again.failed) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("point", sorted(BACKWARD_POINTS))
+def test_kill_while_compensating_then_recover(tmp_path: Path, op: str, point: str) -> None:
+    crashed = crash_once(tmp_path / "crashed", op, BACKWARD_POINTS[point])
+    keys = keys_for(op)
+    # Once compensation has begun, both policies must finish it: never roll forward.
+    for policy in ("resume", "compensate"):
+        with recover_copy(crashed, tmp_path / policy, policy) as runner:
+            assert_consistent(runner)
+            assert observed(runner, keys) == expected(op, keys, applied=False)
+
+
+def test_crash_during_recovery_is_itself_recoverable(tmp_path: Path) -> None:
+    crashed = crash_once(tmp_path, "create_many", "after:vector_written=kill")
+    db, chroma = str(crashed / "app.db"), str(crashed / "chroma")
+    # Recovery claims the saga, then dies right after re-applying the rows' commit.
+    assert worker(["recover", db, chroma], "during:commit_rows=kill") == -signal.SIGKILL
+    assert worker(["recover", db, chroma], "after:claim=kill") == -signal.SIGKILL
+    with open_runner(crashed) as runner:
+        stuck = runner.log.in_flight()
+        assert len(stuck) == 1
+        assert stuck[0].attempts == 2  # both claims were counted
+        report = runner.recover()
+        assert report.resumed == 1
+        assert_consistent(runner)
+        assert observed(runner, NEW_KEYS) == expected("create", NEW_KEYS, applied=True)
+
+
+def test_recovery_gives_up_forward_after_max_attempts(tmp_path: Path) -> None:
+    crashed = crash_once(tmp_path, "create", "after:pending=kill")
+    with open_runner(crashed) as runner:
+        with failpoints.armed("chroma.upsert=raise:chroma-unavailable"):
+            first = runner.recover(max_attempts=2)
+            assert first.failed == 1
+            saga = runner.log.in_flight()[0]
+            assert (saga.state, saga.attempts) == ("pending", 1)
+            assert saga.last_error
+            second = runner.recover(max_attempts=2)
+        assert second.compensated == 1, second
+        assert_consistent(runner)
+        assert observed(runner, [11]) == {11: (None, None)}
+
+
+def test_dry_run_changes_nothing(tmp_path: Path) -> None:
+    crashed = crash_once(tmp_path, "update", "after:vector_written=kill")
+    with open_runner(crashed) as runner:
+        report = runner.recover(dry_run=True)
+        assert (report.resumed, report.dry_run) == (1, True)
+        assert [s.state for s in runner.log.in_flight()] == ["vector_written"]
+        assert runner.recover(policy="compensate", dry_run=True).compensated == 1
+        assert runner.recover().resumed == 1
+
+
+def test_older_than_leaves_young_sagas(tmp_path: Path) -> None:
+    crashed = crash_once(tmp_path, "create", "after:pending=kill")
+    with open_runner(crashed) as runner:
+        young = runner.recover(older_than=dt.timedelta(hours=1))
+        assert (young.resumed, young.skipped) == (0, 0)
+        assert len(runner.log.in_flight()) == 1
+        assert runner.recover(older_than=dt.timedelta(0)).resumed == 1
+
+
+@pytest.mark.slow
+def test_random_moment_sigkill_loop(tmp_path: Path) -> None:
+    """A mixed workload killed at random moments, recovered between rounds."""
+    rounds = int(os.environ.get("SAGA_CRASH_ROUNDS", "8"))
+    print(f"crash loop: {rounds} rounds")
+    rng = random.Random(20261126)
+    seed_old_rows(tmp_path)
+    db, chroma = str(tmp_path / "app.db"), str(tmp_path / "chroma")
+    acknowledged = 0
+    for round_no in range(rounds):
+        journal = tmp_path / f"journal-{round_no}.txt"
+        env = {**os.environ, "SAGA_FAILPOINTS": ""}
+        args = ["workload", db, chroma, "--seed", str(round_no), "--journal", str(journal)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests._recovery_worker", *args], cwd=ROOT, env=env
+        )
+        time.sleep(rng.uniform(2.0, 4.0))  # chromadb's import takes ~1.5 s of this
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        with open_runner(tmp_path) as runner:
+            report = runner.recover()
+            assert report.failed == 0, (round_no, report)
+            assert_consistent(runner)
+            acknowledged += check_journal(runner, journal)
+    # The kills must land mid-workload, not before it starts: writes were acknowledged.
+    print(f"crash loop: {acknowledged} acknowledged writes checked")
+    assert acknowledged >= rounds, acknowledged
+
+
+def check_journal(runner: SagaRunner, journal: Path) -> int:
+    """Every acknowledged write of the round is in both stores; returns how many."""
+    if not journal.exists():
+        return 0
+    lines = journal.read_text().splitlines()
+    for line in lines:
+        status, op, key_text, tag, *_ = line.split()
+        keys = [int(k) for k in key_text.split(",")]
+        if status != "ok":
+            continue
+        state = observed(runner, keys)
+        for key in keys:
+            if op.startswith("delete"):
+                assert state[key] == (None, None), line
+            else:
+                assert state[key] == (body(tag, key), body(tag, key)), line
+    return sum(line.startswith("ok ") for line in lines)
