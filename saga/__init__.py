@@ -5,7 +5,7 @@ diagrams and CLI. It depends on protocols; the adapters in ``stores`` and the st
 ``steps`` are wired in by ``SagaRunner.open``.
 """
 
-from loguru import logger
+from loguru import logger as _logger
 
 from saga._clock import Clock, SystemClock
 from saga._config import ChromaTimeouts, LeasePolicy, Limits, RetryPolicy, SqliteOptions
@@ -44,7 +44,7 @@ from saga._runner import SagaRunner
 from saga._steps import Item, SagaContext, Step
 
 # Library etiquette: silent unless the application (or our CLI) enables "saga".
-logger.disable("saga")
+_logger.disable("saga")
 
 __all__ = [
     "COMPENSATING",

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from saga._errors import SagaError
 from saga.cli import EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE, cli
-from saga.demo import DEFAULT_RECORDS, DemoUsageError, run_demo
+from saga.demo import DEFAULT_RECORDS, MIN_RECORDS, DemoUsageError, run_demo
 
 
 @cli.command()
@@ -23,7 +23,7 @@ from saga.demo import DEFAULT_RECORDS, DemoUsageError, run_demo
 )
 @click.option(
     "--records",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=MIN_RECORDS),
     default=DEFAULT_RECORDS,
     show_default=True,
     help="How many records (standard library docstrings) to write.",

@@ -66,7 +66,7 @@ class SagaRunner:
         self.definitions = dict(definitions)
         self.engine = Engine(log, vectors, clock, lease)
         self._specs: dict[str, TableSpec] = {}
-        self._columns: dict[str, tuple[str, ...]] = {}
+        self._columns: dict[str, check.TableShape] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -156,7 +156,7 @@ class SagaRunner:
             isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1
         ):
             raise ValidationError("must be a positive int", field="dimension")
-        columns = self._read_columns(table)
+        columns = self._read_columns(table).names
         for field, name in (("key", key), ("vector_id_column", vector_id_column)):
             if name not in columns:
                 raise ValidationError(f"{table!r} has no column {name!r}", field=field)
@@ -194,19 +194,21 @@ class SagaRunner:
             self._specs[name] = stored
         return stored
 
-    def _read_columns(self, table: str) -> tuple[str, ...]:
+    def _read_columns(self, table: str) -> check.TableShape:
         with self.database.read() as conn:
             rows = conn.execute(
-                "SELECT name FROM pragma_table_info(?) ORDER BY cid", (table,)
+                'SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info(?) '
+                "ORDER BY cid",
+                (table,),
             ).fetchall()
         if not rows:
             raise ValidationError(f"no table {table!r} in the database", field="table")
-        columns = tuple(str(r[0]) for r in rows)
+        shape = check.TableShape.from_pragma([tuple(r) for r in rows])
         with self._lock:
-            self._columns[table] = columns
-        return columns
+            self._columns[table] = shape
+        return shape
 
-    def _columns_of(self, table: str) -> tuple[str, ...]:
+    def _shape_of(self, table: str) -> check.TableShape:
         with self._lock:
             cached = self._columns.get(table)
         return cached if cached is not None else self._read_columns(table)
@@ -294,13 +296,13 @@ class SagaRunner:
     def delete(self, table: str, key: Key) -> SagaResult:
         """Delete a row and its vector as one saga."""
         spec = self.spec(table)
-        return self._run("delete", spec, [Item(key=check.key(key, spec.key, self.limits))])
+        return self._run("delete", spec, [Item(key=check.key(key, "key", self.limits))])
 
     def delete_many(self, table: str, keys: Sequence[Key]) -> SagaResult:
         """Delete many rows and their vectors as one saga."""
         spec = self.spec(table)
         check.batch_size(keys, self.limits, field="keys")
-        built = [Item(key=check.key(k, spec.key, self.limits, i)) for i, k in enumerate(keys)]
+        built = [Item(key=check.key(k, "key", self.limits, i)) for i, k in enumerate(keys)]
         check.unique_keys([item.key for item in built], spec.key)
         return self._run("delete_many", spec, built)
 
@@ -313,16 +315,25 @@ class SagaRunner:
         metadata: Any,
         index: int | None,
     ) -> Item:
+        shape = self._shape_of(spec.table)
+        if isinstance(row, Mapping) and spec.key in row:
+            # Checked before row_values, which would store a bool key as 0/1.
+            check.key(row[spec.key], f"row.{spec.key}", self.limits, index)
         values = check.row_values(
-            row,
-            self._columns_of(spec.table),
-            field="row",
-            protected=(spec.vector_id_column,),
-            index=index,
+            row, shape.names, field="row", protected=(spec.vector_id_column,), index=index
         )
         if spec.key not in values:
-            raise ValidationError("the key column is required", field=f"row.{spec.key}")
+            raise ValidationError(
+                "the key column is required", field=f"row.{spec.key}", index=index
+            )
         key = check.key(values.pop(spec.key), f"row.{spec.key}", self.limits, index)
+        check.required_columns(values, shape.required, field="row", index=index, partial=False)
+        if spec.key in shape.integer_keys and not isinstance(key, int):
+            raise ValidationError(
+                "must be an int: the key column is an INTEGER PRIMARY KEY",
+                field=f"row.{spec.key}",
+                index=index,
+            )
         return Item(
             key=key,
             row=values,
@@ -341,15 +352,17 @@ class SagaRunner:
         metadata: Any,
         index: int | None,
     ) -> Item:
+        shape = self._shape_of(spec.table)
         values = check.row_values(
             changes,
-            self._columns_of(spec.table),
+            shape.names,
             field="changes",
             protected=(spec.vector_id_column, spec.key),
             index=index,
         )
+        check.required_columns(values, shape.required, field="changes", index=index, partial=True)
         return Item(
-            key=check.key(key, spec.key, self.limits, index),
+            key=check.key(key, "key", self.limits, index),
             row=values,
             embedding=None
             if embedding is None
@@ -363,20 +376,22 @@ class SagaRunner:
         self._ensure_open()
         definition = self.definitions[name]
         op = name.removesuffix("_many")
-        extra = None
         if spec.dimension is None and items[0].embedding is not None:
-            dimension = len(items[0].embedding)
-            _same_dimension(items, dimension)
-
-            def extra(txn: Any) -> None:
-                self.log.set_dimension(txn, spec.table, dimension)
-
-        saga, ctx = self.engine.begin(definition, spec, op, items, extra)
+            _same_dimension(items, len(items[0].embedding))
+        saga, ctx = self.engine.begin(definition, spec, op, items)
         settled = self.engine.drive(definition, saga, ctx)
-        if extra is not None:
-            with self._lock:
-                self._specs.pop(spec.table, None)
+        if settled.outcome is Outcome.SYNCED and spec.dimension is None and ctx.items:
+            self._learn_dimension(spec, ctx.items[0].embedding)
         return _answer(settled, tuple(ctx.vector_id(item) for item in items))
+
+    def _learn_dimension(self, spec: TableSpec, embedding: Sequence[float] | None) -> None:
+        """Record the dimension once a first write has succeeded (Chroma now holds it)."""
+        if embedding is None:
+            return
+        with self.database.write() as conn:
+            self.log.set_dimension(conn, spec.table, len(embedding))
+        with self._lock:
+            self._specs.pop(spec.table, None)
 
     # -- operations -------------------------------------------------------------------
 

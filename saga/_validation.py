@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from numbers import Real
 from typing import Any
+
+import attrs
 
 from saga._config import Limits
 from saga._errors import ValidationError
@@ -21,12 +24,13 @@ COLLECTION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,510})[a-zA-Z0-9]$")
 INT64 = (-(2**63), 2**63 - 1)
 
 
-def identifier(name: object, field: str) -> str:
+def identifier(name: object, field: str, index: int | None = None) -> str:
     """A table or column name: allow-listed here, checked against the schema by callers."""
     if not isinstance(name, str) or not IDENTIFIER.match(name):
         raise ValidationError(
             f"{name!r} is not an allowed identifier ([A-Za-z_][A-Za-z0-9_]*, at most 64)",
             field=field,
+            index=index,
         )
     return name
 
@@ -79,9 +83,9 @@ def embedding(
         raise ValidationError(
             f"must hold 1 to {limits.max_dimension} numbers", field="embedding", index=index
         )
-    numbers = []
+    floats = []
     for position, number in enumerate(value):
-        if isinstance(number, bool) or not isinstance(number, int | float):
+        if isinstance(number, bool) or not isinstance(number, Real):  # numpy scalars are Real
             raise ValidationError(
                 f"[{position}] is {type(number).__name__}, not a number",
                 field="embedding",
@@ -90,14 +94,14 @@ def embedding(
         as_float = float(number)
         if not math.isfinite(as_float):
             raise ValidationError(f"[{position}] is not finite", field="embedding", index=index)
-        numbers.append(as_float)
-    if dimension is not None and len(numbers) != dimension:
+        floats.append(as_float)
+    if dimension is not None and len(floats) != dimension:
         raise ValidationError(
-            f"has {len(numbers)} dimensions, the collection has {dimension}",
+            f"has {len(floats)} dimensions, the collection has {dimension}",
             field="embedding",
             index=index,
         )
-    return tuple(numbers)
+    return tuple(floats)
 
 
 def document(value: object, limits: Limits, index: int | None = None) -> str | None:
@@ -131,7 +135,9 @@ def metadata(value: object, limits: Limits, index: int | None = None) -> Metadat
     clean: Metadata = {}
     for name, item in value.items():
         if not isinstance(name, str) or not name or len(name) > 256:
-            raise ValidationError(f"key {name!r} is not a str of 1 to 256", field="metadata")
+            raise ValidationError(
+                f"key {name!r} is not a str of 1 to 256", field="metadata", index=index
+            )
         where = f"metadata.{name}"
         if name in RESERVED_METADATA or name.startswith(("chroma:", "#")):
             raise ValidationError("is reserved for the library", field=where, index=index)
@@ -157,6 +163,47 @@ def _scalar(item: object, where: str, index: int | None) -> str | int | float | 
     )
 
 
+@attrs.frozen
+class TableShape:
+    """What ``PRAGMA table_info`` says about a table, for checks before any write."""
+
+    names: tuple[str, ...]
+    required: tuple[str, ...]  # NOT NULL, no default, not the rowid alias
+    integer_keys: tuple[str, ...]  # INTEGER PRIMARY KEY columns (rowid aliases)
+
+    @classmethod
+    def from_pragma(cls, rows: Sequence[tuple[Any, ...]]) -> TableShape:
+        """From (name, type, notnull, dflt_value, pk) rows."""
+        single_pk = sum(1 for r in rows if r[4]) == 1
+        integer_keys = tuple(
+            str(r[0]) for r in rows if r[4] and single_pk and str(r[1]).upper() == "INTEGER"
+        )
+        required = tuple(
+            str(r[0]) for r in rows if r[2] and r[3] is None and str(r[0]) not in integer_keys
+        )
+        return cls(
+            names=tuple(str(r[0]) for r in rows), required=required, integer_keys=integer_keys
+        )
+
+
+def required_columns(
+    values: Mapping[str, Any],
+    required: Sequence[str],
+    *,
+    field: str,
+    index: int | None,
+    partial: bool,
+) -> None:
+    """NOT NULL columns without a default must be given (``partial``: if named) and not None."""
+    for name in required:
+        if name not in values and partial:
+            continue
+        if values.get(name) is None:
+            raise ValidationError(
+                "is required (NOT NULL without a default)", field=f"{field}.{name}", index=index
+            )
+
+
 def row_values(
     row: object,
     columns: Iterable[str],
@@ -172,7 +219,7 @@ def row_values(
     blocked = set(protected)
     clean: dict[str, Any] = {}
     for name, value in row.items():
-        identifier(name, f"{field}.{name}" if isinstance(name, str) else field)
+        identifier(name, f"{field}.{name}" if isinstance(name, str) else field, index)
         where = f"{field}.{name}"
         if name not in known:
             raise ValidationError("is not a column of the table", field=where, index=index)

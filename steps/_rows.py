@@ -38,11 +38,13 @@ class CommitRows:
             position = index if many else None
             if self.op == "create" and row is not None:
                 raise RecordExistsError(
-                    f"key {item.key!r} is already stored", field=ctx.spec.key, index=position
+                    f"key {item.key!r} is already stored",
+                    field=f"row.{ctx.spec.key}",
+                    index=position,
                 )
             if self.op != "create" and row is None:
                 raise RecordNotFoundError(
-                    f"key {item.key!r} is not stored", field=ctx.spec.key, index=position
+                    f"key {item.key!r} is not stored", field="key", index=position
                 )
             item.before_row = row
 

@@ -144,7 +144,7 @@ class SqliteSagaLog:
         """T1: refuse conflicts, let ``prepare`` check preconditions and return the
         payload, then record ``pending`` with its lease, payload and history, atomically."""
         vector_ids = [spec.vector_id(key) for key in keys]
-        with self.db.write(saga_id) as conn:
+        with self.db.write() as conn:  # no saga id in errors: the saga does not exist yet
             self._refuse_conflicts(conn, vector_ids, keys)
             payload = prepare(conn)
             now, expiry = self.now(), self._expiry()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from saga import RetryPolicy, SagaError, SagaRunner
-from tests.conftest import vec
+from tests._probe import worker_embedding
 
 
 def main(argv: list[str]) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
             result = runner.create(
                 "notes",
                 {"id": key, "body": f"note {key}"},
-                embedding=vec(key),
+                embedding=worker_embedding(key),
                 document=f"document {key}",
                 metadata={"n": key},
             )

@@ -90,17 +90,37 @@ def stored_vectors(chroma_path: Path, collection: str = "notes") -> dict[str, Ve
         store.close()
 
 
+def worker_embedding(key: int) -> list[float]:
+    """The embedding the worker writes for ``key`` (``tests.conftest.vec``; the worker
+    does not import conftest, and so pytest, to start faster)."""
+    return [float(key) + i / 10 for i in range(4)]
+
+
+def start_worker(db: Path, chroma_path: Path, key: int, failpoints: str) -> subprocess.Popen[str]:
+    """Start creating note ``key`` in a child process with ``SAGA_FAILPOINTS=failpoints``."""
+    env = {**os.environ, "SAGA_FAILPOINTS": failpoints}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests._crash_worker", str(db), str(chroma_path), str(key)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish_worker(worker: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    """Wait for a worker (killing it if it hangs) and collect what it printed."""
+    try:
+        out, err = worker.communicate(timeout=WORKER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        out, err = worker.communicate()
+    return subprocess.CompletedProcess(worker.args, worker.returncode, out, err)
+
+
 def run_worker(
     db: Path, chroma_path: Path, key: int, failpoints: str
 ) -> subprocess.CompletedProcess[str]:
     """Create note ``key`` in a child process with ``SAGA_FAILPOINTS=failpoints``."""
-    env = {**os.environ, "SAGA_FAILPOINTS": failpoints}
-    return subprocess.run(
-        [sys.executable, "-m", "tests._crash_worker", str(db), str(chroma_path), str(key)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=WORKER_TIMEOUT,
-        check=False,
-    )
+    return finish_worker(start_worker(db, chroma_path, key, failpoints))

@@ -135,9 +135,10 @@ def test_create_records_the_synced_vector_with_a_content_hash(
 def test_chroma_failure_is_compensated_and_reported(
     runner: SagaRunner, db_path: Path, point: str
 ) -> None:
-    with failpoints.armed(f"{point}=raise:chroma-unavailable"), pytest.raises(
-        DataIntegrityError
-    ) as caught:
+    with (
+        failpoints.armed(f"{point}=raise:chroma-unavailable"),
+        pytest.raises(DataIntegrityError) as caught,
+    ):
         _create(runner)
 
     error = caught.value
@@ -165,11 +166,8 @@ PIVOT_FAILED = [
 
 @pytest.mark.parametrize(
     ("row", "message"),
-    [
-        ({"body": None}, "NOT NULL constraint failed"),
-        ({"score": -1.0}, "CHECK constraint failed"),
-    ],
-    ids=["not-null", "check"],
+    [({"score": -1.0}, "CHECK constraint failed")],
+    ids=["check"],
 )
 def test_constraint_violation_at_the_pivot_deletes_the_vector(
     runner: SagaRunner, db_path: Path, row: dict[str, Any], message: str
@@ -184,10 +182,24 @@ def test_constraint_violation_at_the_pivot_deletes_the_vector(
     assert history(db_path, error.saga_id) == PIVOT_FAILED
 
 
+def test_a_not_null_column_left_empty_is_refused_before_any_write(
+    runner: SagaRunner, db_path: Path
+) -> None:
+    # PRAGMA table_info says `body` is NOT NULL without a default: no need to find out
+    # at the pivot, after the vector was written.
+    before = log_snapshot(db_path)
+    with pytest.raises(ValidationError) as caught:
+        _create(runner, body=None)
+    assert caught.value.field == "row.body"
+    assert log_snapshot(db_path) == before
+    assert vector_ids(runner) == set()
+
+
 def test_disk_io_error_at_the_pivot_deletes_the_vector(runner: SagaRunner, db_path: Path) -> None:
-    with failpoints.armed("sqlite.commit_rows=raise:sqlite-ioerror"), pytest.raises(
-        DataIntegrityError
-    ) as caught:
+    with (
+        failpoints.armed("sqlite.commit_rows=raise:sqlite-ioerror"),
+        pytest.raises(DataIntegrityError) as caught,
+    ):
         _create(runner)
 
     error = caught.value
@@ -272,9 +284,10 @@ def test_database_locked_at_the_pivot_deletes_the_vector(
 def test_failed_compensation_leaves_the_saga_compensating_for_recovery(
     runner: SagaRunner, db_path: Path
 ) -> None:
-    with failpoints.armed("chroma.upsert.after=raise;chroma.delete=raise"), pytest.raises(
-        CompensationError
-    ) as caught:
+    with (
+        failpoints.armed("chroma.upsert.after=raise;chroma.delete=raise"),
+        pytest.raises(CompensationError) as caught,
+    ):
         _create(runner)
 
     error = caught.value
@@ -282,7 +295,6 @@ def test_failed_compensation_leaves_the_saga_compensating_for_recovery(
     assert saga is not None
     assert saga["state"] == "compensating"
     assert "chroma.delete" in saga["last_error"]
-    assert saga["attempts"] == 1
     assert history(db_path, error.saga_id) == [
         ("begin", None, "pending"),
         ("compensate", "pending", "compensating"),
@@ -340,3 +352,99 @@ def test_create_on_a_key_with_a_saga_in_flight_is_a_conflict(
     assert error.holder == holder["saga_id"]
     assert holder["saga_id"] in str(error)
     assert saga_state(db_path, holder["saga_id"]) == "pending"
+
+
+# -- SQLite locked before the saga begins ----------------------------------------------
+
+
+@pytest.fixture
+def locked_runner(db_path: Path, chroma_path: Path) -> Iterator[SagaRunner]:
+    """A runner with a short busy timeout, while another connection holds the write lock."""
+    options = SqliteOptions(busy_timeout=0.2, settle_timeout=0.5)
+    with SagaRunner.open(
+        db_path, chroma_path=chroma_path, retry=RetryPolicy.disabled(), sqlite=options
+    ) as runner:
+        runner.track("notes")
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield runner
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+
+
+def test_a_create_that_cannot_record_its_intent_writes_nothing(
+    locked_runner: SagaRunner, db_path: Path
+) -> None:
+    before = log_snapshot(db_path)
+
+    with pytest.raises(SqliteStoreError) as caught:
+        _create(locked_runner)
+
+    assert caught.value.transient
+    assert log_snapshot(db_path) == before
+    assert vector_ids(locked_runner) == set()
+
+
+def test_a_create_that_cannot_record_its_intent_names_no_phantom_saga(
+    locked_runner: SagaRunner, db_path: Path
+) -> None:
+    with pytest.raises(SqliteStoreError) as caught:
+        _create(locked_runner)
+
+    assert caught.value.saga_id is None or saga_row(db_path, caught.value.saga_id) is not None
+
+
+# -- a failed first write ---------------------------------------------------------------
+
+
+def test_a_failed_first_create_records_no_dimension_but_chroma_keeps_one(
+    runner: SagaRunner, db_path: Path
+) -> None:
+    with pytest.raises(DataIntegrityError):  # the CHECK (score >= 0) fails at the pivot
+        runner.create("notes", {"id": 1, "body": "x", "score": -1}, embedding=vec(1, dim=3))
+
+    tracked = log_snapshot(db_path)["saga_tracked_tables"]
+    assert [t["dimension"] for t in tracked] == [None]
+    # Chroma fixed the collection's dimension at the first upsert, even though the
+    # vector was deleted again: a 4-dimension write is refused there, loudly and clean.
+    with pytest.raises(DataIntegrityError) as caught:
+        runner.create("notes", {"id": 1, "body": "x"}, embedding=vec(1))
+    assert "dimension" in str(caught.value)
+    _assert_left_nothing(db_path, runner, caught.value.saga_id)
+    assert runner.create("notes", {"id": 1, "body": "x"}, embedding=vec(1, dim=3)).state == "synced"
+    assert [t["dimension"] for t in log_snapshot(db_path)["saga_tracked_tables"]] == [3]
+
+
+# -- two callers, one key ---------------------------------------------------------------
+
+
+def test_concurrent_creates_of_one_key_leave_exactly_one_winner(
+    runner: SagaRunner, db_path: Path
+) -> None:
+    contenders = 4
+    barrier = threading.Barrier(contenders)
+    outcomes: list[object] = []
+
+    def contend(body: str) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(runner.create("notes", {"id": 1, "body": body}, embedding=vec(1)))
+        except (SagaConflictError, RecordExistsError) as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=contend, args=(f"b{i}",)) for i in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    winners = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(outcomes) == contenders
+    assert len(winners) == 1
+    [row] = rows(db_path).values()
+    stored = runner.vectors.get("notes", ["notes:1"])["notes:1"]
+    assert (stored.metadata or {})["saga_id"] == winners[0].saga_id  # type: ignore[attr-defined]
+    assert [s["state"] for s in saga_rows(db_path)] == ["synced"]
+    assert row["vector_id"] == "notes:1"

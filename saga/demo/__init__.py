@@ -8,7 +8,8 @@ command only parses its flags and turns the summary into an exit code.
 """
 
 from saga.demo.errors import DemoUsageError
+from saga.demo.plan import MIN_RECORDS
 from saga.demo.story import DEFAULT_RECORDS, run_demo
 from saga.demo.summary import DemoSummary
 
-__all__ = ["DEFAULT_RECORDS", "DemoSummary", "DemoUsageError", "run_demo"]
+__all__ = ["DEFAULT_RECORDS", "MIN_RECORDS", "DemoSummary", "DemoUsageError", "run_demo"]

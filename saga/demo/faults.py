@@ -34,6 +34,8 @@ from saga.demo.writes import WRITES, vector_text
 WORKER_TIMEOUT = 120.0
 """Seconds a worker may take before the demo gives up on it (it normally dies in ~1 s)."""
 
+_WORKER_EXITS: dict[int, Bucket] = {0: "written", 1: "compensated"}
+
 STALE_DIMENSION = 32
 """The dimension of the "old embedder" whose vector is refused before any write."""
 
@@ -59,30 +61,27 @@ class _Attempt:
 
 def inject_faults(runner: SagaRunner, plan: Plan, tally: Tally, console: Console) -> None:
     """Run each in-process fault, tally it, and print what it left behind."""
-    rows = []
-    for fault in _faults(runner, plan):
-        tries_before = _tries(fault.spec)
-        with failpoints.armed(fault.spec), _quiet_retries():
-            attempt = _attempt(fault.write)
-        tries = _tries(fault.spec) - tries_before
-        rows_left, vectors_left = _left_behind(runner, fault.records)
-        expected = len(fault.records) if attempt.bucket == "written" else 0
-        tally.settle(attempt.bucket, fault.op, len(fault.records), attempt.saga_id)
-        if (rows_left, vectors_left) != (expected, expected):
-            tally.leftovers += len(fault.records)
-        if fault.drawn and attempt.saga_id is not None:
-            tally.pictures[attempt.bucket] = attempt.saga_id
-        label = fault.label + (f" ({tries} tries)" if tries > 1 else "")
-        rows.append(
-            [
-                label,
-                _describe(fault.op, fault.records),
-                attempt.text,
-                _left_text(rows_left, vectors_left),
-            ]
-        )
+    rows = [_run_fault(runner, fault, tally) for fault in _faults(runner, plan)]
     columns = ["fault", "write", "outcome", "left behind"]
     console.print(show.table("in-process faults", columns, rows))
+
+
+def _run_fault(runner: SagaRunner, fault: _Fault, tally: Tally) -> list[str]:
+    """One fault: armed, attempted, tallied, and checked in both stores afterwards."""
+    tries_before = _tries(fault.spec)
+    with failpoints.armed(fault.spec), _quiet_retries():
+        attempt = _attempt(fault.write)
+    tries = _tries(fault.spec) - tries_before
+    tally.settle(attempt.bucket, fault.op, len(fault.records), attempt.saga_id)
+    # A write that failed must leave nothing; one that went through, both halves.
+    left = _left_behind(runner, fault.records)
+    whole = len(fault.records) if attempt.bucket == "written" else 0
+    if left != (whole, whole):
+        tally.leftovers += len(fault.records)
+    if fault.drawn and attempt.saga_id is not None:
+        tally.pictures[attempt.bucket] = attempt.saga_id
+    label = fault.label + (f" ({tries} tries)" if tries > 1 else "")
+    return [label, _describe(fault.op, fault.records), attempt.text, _left_text(*left)]
 
 
 def _faults(runner: SagaRunner, plan: Plan) -> list[_Fault]:
@@ -208,8 +207,8 @@ def kill_workers(paths: Paths, plan: Plan, tally: Tally, console: Console) -> in
             in_flight += len(kill.records)
             rows.append([kill.point, _describe(kill.op, kill.records), kill.leaves, "SIGKILL"])
             continue
-        bucket: Bucket = {0: "written", 1: "compensated"}.get(code, "unresolved")  # type: ignore[assignment]
-        tally.settle(bucket, kill.op, len(kill.records))
+        # It was not killed: the write returned (0) or raised and was compensated (1).
+        tally.settle(_WORKER_EXITS.get(code, "unresolved"), kill.op, len(kill.records))
         rows.append([kill.point, _describe(kill.op, kill.records), error or "-", f"exit {code}"])
     columns = ["killed at", "write", "what the stores hold then", "end"]
     console.print(show.table("worker processes (SAGA_FAILPOINTS=<point>=kill)", columns, rows))

@@ -1,7 +1,7 @@
 """How the demo prints: headings, and rich tables whose cells are plain text.
 
 Docstrings and error messages may hold ``[brackets]``, which rich would read as markup,
-so data always goes into ``Text`` cells; markup is kept for the demo's own words.
+so everything printed here is a ``Text``, never a markup string.
 """
 
 from __future__ import annotations
@@ -15,28 +15,25 @@ from rich.text import Text
 
 from saga._results import ReconcileReport, RecoveryReport
 
-OK = "[green]✓[/green]"
-BAD = "[red]✗[/red]"
-
 
 def heading(console: Console, number: int, title: str) -> None:
     console.print()
-    console.print(f"[bold]{number}. {title}[/bold]")
+    console.print(Text(f"{number}. {title}", style="bold"))
 
 
 def note(console: Console, text: str, *, good: bool | None = None) -> None:
     """An indented line of plain text, with a ✓ or ✗ in front when ``good`` is given."""
     line = Text("   ")
     if good is not None:
-        line.append_text(Text.from_markup(OK if good else BAD))
-        line.append(" ")
+        line.append("✓ " if good else "✗ ", style="green" if good else "bold red")
     line.append(text)
     console.print(line)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
     """A table of plain-text cells; columns whose name starts with ``#`` are numbers."""
-    shown = Table(title=title, title_justify="left", show_edge=True, pad_edge=True)
+    caption = None if title is None else Text(title, style="italic")
+    shown = Table(title=caption, title_justify="left")
     for column in columns:
         number = column.startswith("#")
         shown.add_column(column.lstrip("#"), justify="right" if number else "left")

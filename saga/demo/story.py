@@ -31,7 +31,7 @@ from saga.demo.corpus import MODULES, Record, load
 from saga.demo.embedder import DIMENSION, embed
 from saga.demo.faults import inject_faults, kill_workers
 from saga.demo.plan import BATCH_SIZES, Plan, make_plan
-from saga.demo.summary import DemoSummary, Tally
+from saga.demo.summary import Bucket, DemoSummary, Tally
 from saga.demo.workdir import prepare
 from saga.demo.writes import WRITES, vector_text
 from saga.diagram import render_saga, write_all
@@ -53,6 +53,9 @@ class _Stuck:
     table: str
     state: str
     keys: tuple[Any, ...]
+    """The first keys (``saga show`` lists up to 10)."""
+    items: int
+    """Record writes in the saga."""
 
 
 def run_demo(workdir: Path, records: int, console: Console) -> DemoSummary:
@@ -79,29 +82,16 @@ def run_demo(workdir: Path, records: int, console: Console) -> DemoSummary:
         _counts(console, runner, "before recovery")
         recovery = _recover(console, runner, stuck, tally)
         reconcile = _reconcile(console, runner)
-        rows, vectors = _counts(console, runner, "after recovery")
+        totals = _counts(console, runner, "after recovery")
         _query(console, runner, plan)
-        diagrams, pictures = _diagrams(console, runner, paths, tally)
-    summary = DemoSummary(
-        workdir=paths.workdir,
-        attempted=plan.attempted,
-        written=tally.written,
-        refused=tally.refused,
-        compensated=tally.compensated,
-        recovered=tally.recovered,
-        unresolved=tally.unresolved,
-        leftovers=tally.leftovers,
+        drawings = _diagrams(console, runner, paths, tally)
+    summary = attrs.evolve(
+        _summarise(paths, plan, tally, recovery, reconcile),
         in_flight_before_recovery=len(stuck),
-        recovery_failed=recovery.failed,
-        orphan_vectors=len(reconcile.orphan_vectors),
-        missing_vectors=len(reconcile.missing_vectors),
-        drift=len(reconcile.drift),
-        stuck_sagas=len(reconcile.stuck_sagas),
-        rows=rows,
-        vectors=vectors,
-        expected_rows=tally.expected_rows,
-        diagrams=tuple(diagrams),
-        saga_pictures=tuple(pictures),
+        rows=totals[0],
+        vectors=totals[1],
+        diagrams=tuple(drawings[0]),
+        saga_pictures=tuple(drawings[1]),
         seconds=round(time.monotonic() - started, 1),
     )
     _summary(console, summary, plan, in_flight_writes)
@@ -220,8 +210,17 @@ def _stuck(console: Console, runner: SagaRunner, paths: Paths) -> list[_Stuck]:
     stuck = []
     for saga in runner.log.in_flight():
         data = _inspect.show(paths.db, saga.saga_id)
-        keys = tuple(data["payload"]["keys"]) if data["payload"] else ()
-        stuck.append(_Stuck(saga.saga_id, data["definition"], saga.table, saga.state, keys))
+        payload = data["payload"] or {"keys": [], "items": 0}
+        stuck.append(
+            _Stuck(
+                saga.saga_id,
+                data["definition"],
+                saga.table,
+                saga.state,
+                tuple(payload["keys"]),
+                payload["items"],
+            )
+        )
     rows = [[s.saga_id, s.definition, s.table, s.state, ", ".join(map(str, s.keys))] for s in stuck]
     console.print(
         show.table("sagas in flight", ["saga", "definition", "table", "state", "keys"], rows)
@@ -256,21 +255,26 @@ def _recover(
     show.heading(console, 5, "Recovery: runner.recover(older_than=timedelta(0))")
     report = runner.recover(older_than=dt.timedelta(0))
     console.print(show.recovery_table(report))
-    resumed, compensated = set(report.resumed_ids), set(report.compensated_ids)
     for saga in stuck:
-        if saga.saga_id in tally.accounted:
-            continue
-        bucket = "recovered" if saga.saga_id in resumed else "unresolved"
-        if saga.saga_id in compensated:
-            bucket = "compensated"
-        tally.settle(bucket, saga.definition, len(saga.keys), saga.saga_id)  # type: ignore[arg-type]
-    recovered = [s for s in stuck if s.saga_id in resumed]
+        if saga.saga_id not in tally.accounted:
+            tally.settle(_bucket(report, saga.saga_id), saga.definition, saga.items)
+    recovered = [s for s in stuck if s.saga_id in report.resumed_ids]
     if recovered:
         # The batch is the most telling picture: it died with vectors but no rows.
-        best = max(recovered, key=lambda s: (len(s.keys), s.definition))
+        best = max(recovered, key=lambda s: (s.items, s.definition))
         tally.pictures["recovered"] = best.saga_id
-    show.note(console, "the dead workers' leases were freed at once (their pids are gone)")
+    if stuck and not report.skipped:
+        show.note(console, "no lease to wait out: the dead workers' pids are gone")
     return report
+
+
+def _bucket(report: RecoveryReport, saga_id: str) -> Bucket:
+    """Where recovery put a saga's record writes: finished, undone, or still open."""
+    if saga_id in report.resumed_ids:
+        return "recovered"
+    if saga_id in report.compensated_ids:
+        return "compensated"
+    return "unresolved"
 
 
 def _reconcile(console: Console, runner: SagaRunner) -> ReconcileReport:
@@ -338,6 +342,28 @@ def _picture(console: Console, runner: SagaRunner, paths: Paths, label: str, sag
 
 
 # -- summary ---------------------------------------------------------------------------
+
+
+def _summarise(
+    paths: Paths, plan: Plan, tally: Tally, recovery: RecoveryReport, reconcile: ReconcileReport
+) -> DemoSummary:
+    """The counts from the ledger and the reports (``run_demo`` adds the rest)."""
+    return DemoSummary(
+        workdir=paths.workdir,
+        attempted=plan.attempted,
+        written=tally.written,
+        refused=tally.refused,
+        compensated=tally.compensated,
+        recovered=tally.recovered,
+        unresolved=tally.unresolved,
+        leftovers=tally.leftovers,
+        expected_rows=tally.expected_rows,
+        recovery_failed=recovery.failed,
+        orphan_vectors=len(reconcile.orphan_vectors),
+        missing_vectors=len(reconcile.missing_vectors),
+        drift=len(reconcile.drift),
+        stuck_sagas=len(reconcile.stuck_sagas),
+    )
 
 
 def _summary(console: Console, s: DemoSummary, plan: Plan, in_flight_writes: int) -> None:

@@ -57,24 +57,27 @@ class DemoSummary:
 
     workdir: Path
     attempted: int
+    """Record writes the plan attempted; the five buckets below must add up to it."""
     written: int
     refused: int
     compensated: int
     recovered: int
     unresolved: int
     leftovers: int
-    in_flight_before_recovery: int
+    """Failed writes that left a row or a vector behind."""
+    expected_rows: int
     recovery_failed: int
     orphan_vectors: int
     missing_vectors: int
     drift: int
     stuck_sagas: int
-    rows: int
-    vectors: int
-    expected_rows: int
-    diagrams: tuple[Path, ...]
-    saga_pictures: tuple[Path, ...]
-    seconds: float
+    in_flight_before_recovery: int = 0
+    """Sagas ``saga status`` showed in flight after the workers died."""
+    rows: int = 0
+    vectors: int = 0
+    diagrams: tuple[Path, ...] = ()
+    saga_pictures: tuple[Path, ...] = ()
+    seconds: float = 0.0
 
     @property
     def adds_up(self) -> bool:
