@@ -7,7 +7,7 @@ the application (many apps number their own migrations with it).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Migration N takes a database from version N-1 to N. Never edit a shipped one: add.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -49,14 +49,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             saga_id TEXT NOT NULL,
             operation TEXT NOT NULL,
             content_hash TEXT,
-            content TEXT,
             last_synced_at TEXT,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
         )""",
         "CREATE INDEX idx_vector_sync_status ON vector_sync_state (sync_status)",
         "CREATE INDEX idx_vector_sync_table ON vector_sync_state (sqlite_table, sqlite_record_id)",
-        "CREATE INDEX idx_vector_sync_saga ON vector_sync_state (saga_id)",
         """CREATE TABLE pending_vectors (
             temp_id TEXT NOT NULL UNIQUE,
             payload TEXT NOT NULL,
@@ -72,6 +70,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             error TEXT
         )""",
         "CREATE INDEX idx_saga_history_saga ON saga_history (saga_id, id)",
+    ),
+    # 2: the synced document/metadata (so reconcile can repair drift without the
+    # application) and an index for the per-saga updates of vector_sync_state.
+    2: (
+        "ALTER TABLE vector_sync_state ADD COLUMN content TEXT",
+        "CREATE INDEX idx_vector_sync_saga ON vector_sync_state (saga_id)",
     ),
 }
 
