@@ -6,6 +6,7 @@ report says what); 2 bad usage (unknown flag, bad duration, missing or non-saga 
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -19,6 +20,9 @@ EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE = 0, 1, 2
 def cli(verbose: bool) -> None:
     """Crash-safe dual writes to SQLite and ChromaDB: inspect, recover, reconcile."""
     logger.remove()
+    # stamina reports each scheduled retry through stdlib logging, which prints to
+    # stderr when nothing is configured: the reports below already say what failed.
+    logging.getLogger("stamina").setLevel(logging.DEBUG if verbose else logging.ERROR)
     if verbose:
         logger.add(sys.stderr, level="DEBUG")
         logger.enable("saga")

@@ -88,9 +88,10 @@ def translate(exc: BaseException, *, remote: bool, status: int | None = None) ->
     if isinstance(exc, VectorStoreError):
         return exc
     text = f"Chroma: {type(exc).__name__}: {exc}"
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+    wire = _wire_error(exc)
+    if isinstance(wire, httpx.TimeoutException | TimeoutError):
         return VectorStoreTimeout(text)
-    if isinstance(exc, httpx.TransportError | ConnectionError):
+    if wire is not None:
         return VectorStoreUnavailable(text)
     if isinstance(exc, httpx.HTTPStatusError):
         return _by_status(exc.response.status_code, text)
@@ -113,13 +114,23 @@ def _by_status(status: int, text: str) -> VectorStoreError:
     return VectorStoreError(text)
 
 
+def _wire_error(exc: BaseException | None) -> BaseException | None:
+    """The network error behind ``exc``, if any: chromadb wraps some (a refused
+    connection while opening a client becomes ``ValueError("Could not connect...")``)."""
+    for _ in range(8):  # a chain is short; a cycle must not loop forever
+        if exc is None or isinstance(exc, httpx.TransportError | TimeoutError | ConnectionError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def maybe_applied(error: VectorStoreError) -> bool:
     """True if a write that failed with ``error`` may nevertheless have been applied:
     no answer in time, or the connection cut under a request already sent."""
-    cause = error.__cause__
-    if isinstance(cause, _NEVER_SENT):
+    wire = _wire_error(error.__cause__)
+    if isinstance(wire, _NEVER_SENT):
         return False
-    return isinstance(error, VectorStoreTimeout) or isinstance(cause, _CUT_OFF)
+    return isinstance(error, VectorStoreTimeout) or isinstance(wire, _CUT_OFF)
 
 
 # -- bounded calls ----------------------------------------------------------------------
@@ -202,15 +213,15 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, VectorStoreError) and exc.transient
 
 
-def bound_session(client: Any, timeouts: ChromaTimeouts) -> bool:
+def bound_session(client: Any, timeouts: ChromaTimeouts) -> httpx.Client | None:
     """Set httpx timeouts (and the status hook) on an ``HttpClient``'s session.
 
-    Returns False if the session is not where chromadb 1.5 keeps it
-    (``client._server._session``); calls are then bounded by the deadline alone.
+    Returns the session, or None if it is not where chromadb 1.5 keeps it
+    (``client._server._session``): calls are then bounded by the deadline alone.
     """
     session = getattr(getattr(client, "_server", None), "_session", None)
     if not isinstance(session, httpx.Client):
-        return False
+        return None
     session.timeout = httpx.Timeout(
         connect=timeouts.connect,
         read=timeouts.read,
@@ -221,7 +232,7 @@ def bound_session(client: Any, timeouts: ChromaTimeouts) -> bool:
     if _record_status not in hooks["response"]:
         hooks["response"] = [*hooks["response"], _record_status]
         session.event_hooks = hooks
-    return True
+    return session
 
 
 class _EmbeddedLock:
@@ -296,7 +307,8 @@ class ChromaVectorStore:
         self._collections: dict[str, Any] = {}
         self._max_batch: int | None = None
         self._stats_lock = threading.Lock()
-        self.session_bounded = bound_session(client, timeouts) if remote else False
+        self._session = bound_session(client, timeouts) if remote else None
+        self.session_bounded = self._session is not None
 
     @classmethod
     def embedded(
@@ -497,6 +509,8 @@ class ChromaVectorStore:
             self._owned = False
             with contextlib.suppress(Exception):  # closing only drops local resources
                 self.client.close()
+                if self._session is not None:  # chromadb's close() leaves it open
+                    self._session.close()
         if self._locked_folder is not None:
             _EmbeddedLock.release(self._locked_folder)
             self._locked_folder = None
