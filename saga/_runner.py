@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from loguru import logger
+
 from saga import _validation as check
 from saga._clock import Clock, SystemClock
 from saga._config import ChromaTimeouts, LeasePolicy, Limits, RetryPolicy, SqliteOptions
@@ -29,7 +31,7 @@ from saga._errors import (
     ValidationError,
 )
 from saga._machine import SagaDefinition
-from saga._ports import Database, Key, SagaLog, TableSpec, VectorStore
+from saga._ports import Database, Key, SagaLog, SagaRecord, TableSpec, VectorStore
 from saga._recovery import DEFAULT_MAX_ATTEMPTS
 from saga._results import QueryResult, ReconcileReport, RecoveryReport, SagaResult
 from saga._steps import Item
@@ -380,9 +382,19 @@ class SagaRunner:
             _same_dimension(items, len(items[0].embedding))
         saga, ctx = self.engine.begin(definition, spec, op, items)
         settled = self.engine.drive(definition, saga, ctx)
+        if settled.outcome is Outcome.STUCK:
+            self._let_go(settled.saga)
         if settled.outcome is Outcome.SYNCED and spec.dimension is None and ctx.items:
             self._learn_dimension(spec, ctx.items[0].embedding)
         return _answer(settled, tuple(ctx.vector_id(item) for item in items))
+
+    def _let_go(self, saga: SagaRecord) -> None:
+        """Release a saga this call could not settle, so that `recover` (this runner's
+        too) may take it at once instead of waiting for the lease to expire."""
+        try:
+            self.log.release(saga)
+        except SagaError as exc:  # the error about to be raised says more
+            logger.bind(saga_id=saga.saga_id).warning("could not release: {}", exc)
 
     def _learn_dimension(self, spec: TableSpec, embedding: Sequence[float] | None) -> None:
         """Record the dimension once a first write has succeeded (Chroma now holds it)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from saga import RetryPolicy, SagaRunner, failpoints
+from saga import CompensationError, RetryPolicy, SagaRunner, failpoints
 from tests._recovery_worker import body, embedding_for
 from tests.conftest import make_db
 
@@ -279,3 +279,21 @@ def check_journal(runner: SagaRunner, journal: Path) -> int:
             else:
                 assert state[key] == (body(tag, key), body(tag, key)), line
     return sum(line.startswith("ok ") for line in lines)
+
+
+def test_the_same_runner_recovers_a_saga_its_call_could_not_settle(tmp_path: Path) -> None:
+    seed_old_rows(tmp_path)
+    with open_runner(tmp_path) as runner:
+        text = body("new", 11)
+        with (
+            failpoints.armed("chroma.upsert.after=raise;chroma.delete=raise"),
+            pytest.raises(CompensationError) as caught,
+        ):
+            runner.create("notes", {"id": 11, "body": text}, embedding=embedding_for(text))
+        stuck = runner.log.in_flight()
+        assert [(s.saga_id, s.state) for s in stuck] == [(caught.value.saga_id, "compensating")]
+        assert stuck[0].lease_owner is None  # let go at once: no lease to wait out
+        report = runner.recover()
+        assert report.compensated_ids == (caught.value.saga_id,)
+        assert_consistent(runner)
+        assert observed(runner, [11]) == {11: (None, None)}
