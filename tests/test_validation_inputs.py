@@ -376,10 +376,7 @@ BATCH_INDEX_BUGS = [
 
 @pytest.mark.parametrize(
     ("items", "field"),
-    [
-        pytest.param(*c[:2], id=c[2])
-        for c in BATCH_INDEX_BUGS
-    ],
+    [pytest.param(*c[:2], id=c[2]) for c in BATCH_INDEX_BUGS],
 )
 def test_a_bad_batch_item_is_named_by_its_index(
     empty_log: SagaRunner, db_path: Path, items: object, field: str
