@@ -94,7 +94,9 @@ class Engine:
         ctx = SagaContext(saga_id=saga_id, op=op, spec=spec, items=items, vectors=self.vectors)
 
         def prepare(txn: Any) -> str:
-            for step in definition.steps:
+            # Local preconditions first (the row exists, or not): a refused write then
+            # names the key and never reads Chroma while holding the write lock.
+            for step in sorted(definition.steps, key=lambda s: not s.local):
                 step.prepare(ctx, txn)
             if extra is not None:
                 extra(txn)

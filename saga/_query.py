@@ -44,7 +44,8 @@ def run_query(
         if len(results) >= n_results or len(hits) < fetch:
             break
         fetch *= 2  # orphans crowded the answer: ask for more
-    results.sort(key=lambda r: (r.distance, str(r.key)))
+    # Ties by key in the key's own order (ints numerically), ints before strs.
+    results.sort(key=lambda r: (r.distance, isinstance(r.key, str), r.key))
     return results[:n_results]
 
 

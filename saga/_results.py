@@ -23,8 +23,6 @@ class QueryResult:
     key: Any
     distance: float
     row: dict[str, Any]
-    document: str | None = None
-    metadata: dict[str, Any] | None = None
 
 
 @attrs.frozen

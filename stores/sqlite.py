@@ -67,6 +67,11 @@ class Database:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        # Threads of one process take turns here, in order, instead of in SQLite's
+        # busy handler, which polls with growing sleeps and is unfair: under load one
+        # thread could wait out the whole busy timeout behind writes of milliseconds.
+        # Other processes are still ordered by SQLite's lock and busy timeout.
+        self._writer = threading.RLock()
 
     @classmethod
     def open(
@@ -117,19 +122,20 @@ class Database:
     def write(self, saga_id: str | None = None) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE): committed on exit, rolled back on error."""
         conn = self.connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise translate(exc, saga_id) from exc
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
+        with self._writer:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
                 raise translate(exc, saga_id) from exc
-            raise
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise translate(exc, saga_id) from exc
+                raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
