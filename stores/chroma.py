@@ -31,7 +31,11 @@
   took effect (every id present with the expected document and metadata, ``saga_id``
   included; or every id absent) they return normally; if not, the error is raised (the
   saga compensates, idempotently); if the read-back fails too, ``VectorStoreTimeout``.
-  So one write, read-back included, takes at most twice the retried-call bound.
+  So one write, read-back included, takes at most twice the retried-call bound. An error
+  *answer* (5xx, 429) or a refused connection is not read back: nothing or not all was
+  done, and compensation (idempotent) covers whatever was.
+- **The batch size** is learnt when a server is opened: under a fault, a saga that still
+  had to ask could split neither its batch nor its compensation.
 - **Known limit**: a request held up in the network longer than the deadline (not lost,
   late) can still land after the saga settled; no client-side bound prevents that, as
   Chroma has no conditional writes. ``saga reconcile`` reports what it leaves behind.
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import threading
 import time
@@ -307,8 +312,11 @@ class ChromaVectorStore:
         self._collections: dict[str, Any] = {}
         self._max_batch: int | None = None
         self._stats_lock = threading.Lock()
-        self._session = bound_session(client, timeouts) if remote else None
-        self.session_bounded = self._session is not None
+        self.session_bounded = remote and bound_session(client, timeouts) is not None
+        if remote:
+            # Learnt while opening, where failing is expected: a saga that cannot learn
+            # it can neither split its batch nor, under the same fault, compensate it.
+            self.max_batch_size()
 
     @classmethod
     def embedded(
@@ -352,7 +360,11 @@ class ChromaVectorStore:
                 lambda: _translated(connect, remote=True),
             ),
         )
-        return cls(client, remote=True, retry=retry, timeouts=timeouts, owned=True)
+        try:
+            return cls(client, remote=True, retry=retry, timeouts=timeouts, owned=True)
+        except BaseException:
+            _close_client(client)
+            raise
 
     # -- the seam ---------------------------------------------------------------------
 
@@ -507,13 +519,20 @@ class ChromaVectorStore:
         self._collections.clear()
         if self._owned:
             self._owned = False
-            with contextlib.suppress(Exception):  # closing only drops local resources
-                self.client.close()
-                if self._session is not None:  # chromadb's close() leaves it open
-                    self._session.close()
+            _close_client(self.client)
         if self._locked_folder is not None:
             _EmbeddedLock.release(self._locked_folder)
             self._locked_folder = None
+
+
+def _close_client(client: Any) -> None:
+    """Close a client we built, its httpx session included (chromadb's close() leaves
+    it open); closing only drops local resources, so a failure there is ignored."""
+    with contextlib.suppress(Exception):
+        client.close()
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.close()
 
 
 def _all_stored(found: Any, records: Sequence[VectorRecord]) -> bool:
@@ -524,11 +543,20 @@ def _all_stored(found: Any, records: Sequence[VectorRecord]) -> bool:
 
 
 def _same_content(stored: VectorRecord | None, wanted: VectorRecord) -> bool:
-    return (
-        stored is not None
-        and stored.document == wanted.document
-        and dict(stored.metadata or {}) == dict(wanted.metadata or {})
-    )
+    if stored is None or stored.document != wanted.document:
+        return False
+    have, want = dict(stored.metadata or {}), dict(wanted.metadata or {})
+    return have.keys() == want.keys() and all(_same_value(have[k], want[k]) for k in want)
+
+
+def _same_value(stored: object, wanted: object) -> bool:
+    """Equal, or for floats equal as Chroma keeps them (about 16 significant digits).
+
+    Loose floats cannot confuse two sagas: ``saga_id`` is compared exactly.
+    """
+    if isinstance(stored, float) and isinstance(wanted, float):
+        return math.isclose(stored, wanted, rel_tol=1e-12, abs_tol=1e-300)
+    return type(stored) is type(wanted) and stored == wanted
 
 
 def _records(found: Any, *, embeddings: bool) -> dict[str, VectorRecord]:
