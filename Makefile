@@ -18,16 +18,26 @@ demo: $(STAMP)
 	$(BIN)/saga demo --workdir demo-work
 
 lint: $(STAMP)
-	$(BIN)/ruff check $(PACKAGES) tests
-	$(BIN)/ruff format --check $(PACKAGES) tests
+	$(BIN)/ruff check $(PACKAGES) bench tests
+	$(BIN)/ruff format --check $(PACKAGES) bench tests
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest
 
 format: $(STAMP)
-	$(BIN)/ruff format $(PACKAGES) tests
-	$(BIN)/ruff check --fix $(PACKAGES) tests
+	$(BIN)/ruff format $(PACKAGES) bench tests
+	$(BIN)/ruff check --fix $(PACKAGES) bench tests
+
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# The table; BENCH_ARGS="--full" for the target sizes, "--json" for the figures.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-work build *.egg-info
