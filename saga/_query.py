@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from saga._errors import ValidationError
-from saga._machine import TERMINAL
 from saga._ports import TableSpec
 from saga._results import QueryResult
 from saga._validation import quote
@@ -51,12 +50,7 @@ def run_query(
 
 def _in_flight(runner: SagaRunner, spec: TableSpec) -> int:
     with runner.database.read() as conn:
-        row = conn.execute(
-            "SELECT COUNT(*) FROM vector_sync_state WHERE sqlite_table = ? "
-            "AND sync_status NOT IN (?, ?)",
-            (spec.table, *sorted(TERMINAL)),
-        ).fetchone()
-    return int(row[0])
+        return len(runner.log.in_flight_vectors(conn, spec.table))
 
 
 def _committed_rows(

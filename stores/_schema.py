@@ -7,7 +7,13 @@ the application (many apps number their own migrations with it).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+# Written as literals, identical in the partial indexes and the queries, so that
+# SQLite uses the indexes: only sagas in flight are ever looked for this way, and
+# they are few among all the sagas ever run.
+IN_FLIGHT_SAGA = "state NOT IN ('synced', 'failed')"
+IN_FLIGHT_VECTOR = "sync_status NOT IN ('synced', 'failed')"
 
 # Migration N takes a database from version N-1 to N. Never edit a shipped one: add.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -76,6 +82,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
         "ALTER TABLE vector_sync_state ADD COLUMN content TEXT",
         "CREATE INDEX idx_vector_sync_saga ON vector_sync_state (saga_id)",
+    ),
+    # 3: partial indexes over what is in flight (recovery and reconcile look for it).
+    3: (
+        "CREATE INDEX idx_saga_instances_in_flight ON saga_instances (created_at, saga_id) "
+        f"WHERE {IN_FLIGHT_SAGA}",
+        "CREATE INDEX idx_vector_sync_in_flight ON vector_sync_state (sqlite_table) "
+        f"WHERE {IN_FLIGHT_VECTOR}",
     ),
 }
 

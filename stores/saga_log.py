@@ -21,6 +21,7 @@ from saga._config import LeasePolicy
 from saga._errors import ConfigurationError, LeaseLostError, SagaConflictError
 from saga._machine import BEGIN, PENDING, SYNCED, TERMINAL
 from saga._ports import Move, SagaRecord, TableSpec
+from stores._schema import IN_FLIGHT_SAGA, IN_FLIGHT_VECTOR
 from stores.sqlite import Database
 
 _IN_CLAUSE_CHUNK = 500
@@ -420,18 +421,17 @@ class SqliteSagaLog:
         """Every saga not yet in a terminal state, oldest first."""
         with self.db.read() as conn:
             rows = conn.execute(
-                f"SELECT {_SAGA_COLUMNS} FROM saga_instances WHERE state NOT IN (?, ?) "
-                "ORDER BY created_at, saga_id",
-                tuple(sorted(TERMINAL)),
+                f"SELECT {_SAGA_COLUMNS} FROM saga_instances WHERE {IN_FLIGHT_SAGA} "
+                "ORDER BY created_at, saga_id"
             )
             return [_record(row) for row in rows]
 
     def in_flight_vectors(self, conn: sqlite3.Connection, table: str) -> set[str]:
         """Vector ids of ``table`` that a saga is writing right now."""
         rows = conn.execute(
-            "SELECT vector_id FROM vector_sync_state WHERE sqlite_table = ? "
-            "AND sync_status NOT IN (?, ?)",
-            (table, *sorted(TERMINAL)),
+            f"SELECT vector_id FROM vector_sync_state WHERE {IN_FLIGHT_VECTOR} "
+            "AND sqlite_table = ?",
+            (table,),
         )
         return {row[0] for row in rows}
 
