@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from saga._clock import stamp
 from saga._engine import content_of
 from saga._errors import SagaError
-from saga._ports import TableSpec
+from saga._ports import TableSpec, VectorRecord
 from saga._results import ReconcileReport
 from saga._steps import RESERVED_METADATA
 from saga._validation import quote
@@ -95,7 +95,7 @@ def _scan_vectors(
         found.vectors += len(page)
         ids = [record.id for record in page]
         with runner.database.read() as conn:
-            linked = _linked_keys(conn, spec, ids)
+            linked = _rows_pointing_at(conn, spec, page)
             busy = runner.log.in_flight_vectors(conn, spec.table)
             synced = runner.log.synced_content(conn, ids)
         for record in page:
@@ -156,6 +156,26 @@ def _row_pages(
             return
         yield page
         last = page[-1][0]
+
+
+def _rows_pointing_at(conn: Any, spec: TableSpec, page: Sequence[VectorRecord]) -> dict[str, Any]:
+    """vector id -> key of the row whose link column names it, found by primary key
+    (the vector's ``sqlite_record_id``) rather than by scanning the link column,
+    which the application's table need not index."""
+    wanted: dict[Any, str] = {}
+    for record in page:
+        metadata = record.metadata or {}
+        if metadata.get("sqlite_table") == spec.table and "sqlite_record_id" in metadata:
+            wanted[metadata["sqlite_record_id"]] = record.id
+    table, key, link = quote(spec.table), quote(spec.key), quote(spec.vector_id_column)
+    keys = list(wanted)
+    linked: dict[str, Any] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(f"SELECT {key}, {link} FROM {table} WHERE {key} IN ({marks})", chunk)
+        linked.update({row[1]: row[0] for row in rows if wanted.get(row[0]) == row[1]})
+    return linked
 
 
 def _linked_keys(conn: Any, spec: TableSpec, vector_ids: Sequence[str]) -> dict[str, Any]:
