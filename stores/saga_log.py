@@ -85,24 +85,29 @@ class SqliteSagaLog:
             return [_spec(row) for row in rows]
 
     def save_tracked(self, spec: TableSpec, *, migrate: bool) -> TableSpec:
-        """Record a table's configuration; same again is a no-op, a change needs migrate."""
+        """Record a table's configuration; same again is a no-op, a change needs migrate.
+
+        A dimension not yet recorded is learnt (it is what Chroma holds, not a change).
+        """
         with self.db.write() as conn:
             row = conn.execute(
                 "SELECT * FROM saga_tracked_tables WHERE sqlite_table = ?", (spec.table,)
             ).fetchone()
-            if row is not None:
-                current = _spec(row)
-                wanted = _same_links(current, spec)
-                if wanted or migrate:
-                    if not wanted:
-                        self._write_spec(conn, spec, replace=True)
-                        return spec
-                    return current
+            if row is None:
+                self._write_spec(conn, spec, replace=False)
+                return spec
+            current = _spec(row)
+            if _same_links(current, spec):
+                if current.dimension is None and spec.dimension is not None:
+                    self.set_dimension(conn, spec.table, spec.dimension)
+                    return spec
+                return current
+            if not migrate:
                 raise ConfigurationError(
                     f"table {spec.table!r} is tracked as {current}; pass migrate=True to change",
                     field="table",
                 )
-            self._write_spec(conn, spec, replace=False)
+            self._write_spec(conn, spec, replace=True)
         return spec
 
     def _write_spec(self, conn: sqlite3.Connection, spec: TableSpec, *, replace: bool) -> None:
@@ -463,12 +468,12 @@ def _spec(row: sqlite3.Row) -> TableSpec:
 
 
 def _same_links(current: TableSpec, wanted: TableSpec) -> bool:
-    """Same configuration, ignoring a dimension learnt since (None asks for nothing)."""
+    """Same configuration; a dimension unknown on either side is no difference."""
     return (
         current.collection == wanted.collection
         and current.key == wanted.key
         and current.vector_id_column == wanted.vector_id_column
-        and (wanted.dimension is None or wanted.dimension == current.dimension)
+        and (None in (wanted.dimension, current.dimension) or wanted.dimension == current.dimension)
     )
 
 
