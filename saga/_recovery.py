@@ -25,9 +25,9 @@ from loguru import logger
 from saga._clock import parse_stamp, stamp
 from saga._engine import Outcome, Settled
 from saga._errors import ConfigurationError, LeaseLostError, SagaError, ValidationError
-from saga._machine import COMPENSATING, machine_for
+from saga._machine import COMPENSATING, SagaDefinition, machine_for
 from saga._payload import loads
-from saga._ports import SagaRecord
+from saga._ports import SagaRecord, TableSpec
 from saga._results import RecoveryReport
 from saga._steps import SagaContext
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 Policy = Literal["resume", "compensate"]
 DEFAULT_MAX_ATTEMPTS = 5
+GROUP_SIZE = 256  # sagas claimed in one transaction and sharing Chroma requests
 
 
 def recover(
@@ -56,18 +57,25 @@ def recover(
     buckets: dict[str, list[str]] = {"resumed": [], "compensated": [], "failed": [], "skipped": []}
     errors: dict[str, str] = {}
     candidates = [s for s in runner.log.in_flight() if s.created_at <= cutoff]
+    takeable = []
     for saga in candidates:
         if not owner_is_gone(saga, runner.log.owner, now):
             buckets["skipped"].append(saga.saga_id)
         elif dry_run:
             buckets[_predicted(runner, saga, policy)].append(saga.saga_id)
         else:
-            bucket, error = _settle_one(runner, saga, policy, max_attempts)
-            buckets[bucket].append(saga.saga_id)
-            if error is not None:
-                errors[saga.saga_id] = error
+            takeable.append(saga)
+            continue
         if progress is not None:
             progress()
+    for start in range(0, len(takeable), GROUP_SIZE):
+        group = takeable[start : start + GROUP_SIZE]
+        for saga_id, (bucket, error) in _settle_group(runner, group, policy, max_attempts):
+            buckets[bucket].append(saga_id)
+            if error is not None:
+                errors[saga_id] = error
+            if progress is not None:
+                progress()
     return RecoveryReport(
         resumed=len(buckets["resumed"]),
         compensated=len(buckets["compensated"]),
@@ -132,36 +140,92 @@ def _predicted(runner: SagaRunner, saga: SagaRecord, policy: Policy) -> str:
     return "resumed"
 
 
-def _settle_one(
-    runner: SagaRunner, saga: SagaRecord, policy: Policy, max_attempts: int
-) -> tuple[str, str | None]:
-    log = logger.bind(saga_id=saga.saga_id)
+def _settle_group(
+    runner: SagaRunner, group: list[SagaRecord], policy: Policy, max_attempts: int
+) -> list[tuple[str, tuple[str, str | None]]]:
+    """Claim a group in one transaction, apply their vector steps in shared Chroma
+    requests where the steps allow it, then drive each saga on its own."""
+    outcomes: list[tuple[str, tuple[str, str | None]]] = []
+    try:
+        claimed = runner.log.claim_many(group)
+    except SagaError as exc:
+        return [(saga.saga_id, ("failed", str(exc))) for saga in group]
+    ready: list[tuple[SagaDefinition, SagaRecord, SagaContext, bool]] = []
+    specs: dict[str, TableSpec] = {}
+    for original, taken in zip(group, claimed, strict=True):
+        if taken is None:
+            outcomes.append((original.saga_id, ("skipped", None)))
+            continue
+        try:
+            definition = _definition(runner, taken)
+            saga, ctx = _context(runner, taken, specs)
+        except SagaError as exc:
+            _release(runner, taken)
+            outcomes.append((taken.saga_id, ("failed", str(exc))))
+            continue
+        machine = machine_for(definition)
+        backward = policy == "compensate" or (
+            saga.attempts >= max_attempts and machine.can_compensate(saga.state)
+        )
+        ready.append((definition, saga, ctx, backward))
+    _apply_remote_steps_together(ready)
+    outcomes.extend(
+        (saga.saga_id, _drive_one(runner, definition, saga, ctx, backward))
+        for definition, saga, ctx, backward in ready
+    )
+    return outcomes
+
+
+def _definition(runner: SagaRunner, saga: SagaRecord) -> SagaDefinition:
     definition = runner.definitions.get(saga.definition)
     if definition is None:
-        return "failed", f"unknown saga definition {saga.definition!r}: register() it"
+        raise SagaError(
+            f"unknown saga definition {saga.definition!r}: register() it", saga_id=saga.saga_id
+        )
+    return definition
+
+
+def _apply_remote_steps_together(
+    ready: list[tuple[SagaDefinition, SagaRecord, SagaContext, bool]],
+) -> None:
+    """Recovery's fast path: sagas whose next step is the same remote step with a
+    ``forward_many`` share its requests (10,000 one-vector upserts are slow). Best
+    effort: if it fails, each saga's own drive applies its step and handles the error.
+    """
+    batches: dict[Any, list[SagaContext]] = {}
+    for definition, saga, ctx, backward in ready:
+        if backward or saga.state == COMPENSATING:
+            continue
+        step = machine_for(definition).step_from(saga.state)
+        if step is not None and not step.local and hasattr(step, "forward_many"):
+            batches.setdefault(step, []).append(ctx)
+    for step, contexts in batches.items():
+        try:
+            step.forward_many(contexts)
+        except Exception as exc:
+            logger.warning("grouped {} failed, sagas go one by one: {}", step.name, exc)
+            continue
+        for ctx in contexts:
+            ctx.progress = set(range(len(ctx.chunks())))  # applied: forward skips them
+
+
+def _drive_one(
+    runner: SagaRunner,
+    definition: SagaDefinition,
+    saga: SagaRecord,
+    ctx: SagaContext,
+    backward: bool,
+) -> tuple[str, str | None]:
     try:
-        claimed = runner.log.claim(saga)
-    except SagaError as exc:
-        return "failed", str(exc)
-    if claimed is None:
-        return "skipped", None
-    try:
-        claimed, ctx = _context(runner, claimed)
-        machine = machine_for(definition)
-        give_up = claimed.attempts >= max_attempts and machine.can_compensate(claimed.state)
         settled = runner.engine.drive(
-            definition,
-            claimed,
-            ctx,
-            compensate=policy == "compensate" or give_up,
-            leave_transient=True,
+            definition, saga, ctx, compensate=backward, leave_transient=True
         )
     except LeaseLostError as exc:
         return "skipped", str(exc)
     except SagaError as exc:
-        _release(runner, claimed)
+        _release(runner, saga)
         return "failed", str(exc)
-    log.info("recovered saga: {}", settled.outcome.value)
+    logger.bind(saga_id=saga.saga_id).info("recovered saga: {}", settled.outcome.value)
     return _bucket(runner, settled)
 
 
@@ -182,14 +246,17 @@ def _release(runner: SagaRunner, saga: SagaRecord) -> None:
         logger.bind(saga_id=saga.saga_id).warning("could not release: {}", exc)
 
 
-def _context(runner: SagaRunner, saga: SagaRecord) -> tuple[SagaRecord, SagaContext]:
+def _context(
+    runner: SagaRunner, saga: SagaRecord, specs: dict[str, TableSpec]
+) -> tuple[SagaRecord, SagaContext]:
     loaded = runner.log.load(saga.saga_id)
     record, payload = loaded if loaded is not None else (None, None)
     if record is None or payload is None:
         raise SagaError("saga has no payload to resume from", saga_id=saga.saga_id)
-    spec = runner.log.tracked(saga.table)
+    spec = specs.get(saga.table) or runner.log.tracked(saga.table)
     if spec is None:
         raise ConfigurationError(f"table {saga.table!r} is no longer tracked", field="table")
+    specs[saga.table] = spec
     try:
         op, items = loads(payload)
     except (ValueError, KeyError, TypeError) as exc:

@@ -15,6 +15,7 @@ first: the stored vector is then exactly the one intended.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -58,6 +59,31 @@ class WriteVectors:
             if len(chunks) > 1:
                 ctx.progress.add(index)
                 ctx.save_progress(ctx.progress)
+
+    def forward_many(self, contexts: Sequence[SagaContext]) -> None:
+        """The forward action of many sagas at once, in shared requests (recovery's
+        fast path). Sagas in flight never share a vector id (one owner per key), so a
+        request never holds an id twice. Progress is not recorded here: the caller
+        marks each saga's sub-batches applied once every request succeeded."""
+        pending: dict[tuple[str, int], list[tuple[SagaContext, Item]]] = {}
+        for ctx in contexts:
+            for index, chunk in enumerate(ctx.chunks()):
+                if index not in ctx.progress:
+                    key = (ctx.spec.collection, id(ctx.vectors))
+                    pending.setdefault(key, []).extend((ctx, item) for item in chunk)
+        for pairs in pending.values():
+            vectors = pairs[0][0].vectors
+            size = max(1, vectors.max_batch_size())
+            for start in range(0, len(pairs), size):
+                self._apply(pairs[start : start + size])
+
+    def _apply(self, pairs: list[tuple[SagaContext, Item]]) -> None:
+        ctx = pairs[0][0]
+        if self.op == "delete":
+            ctx.vectors.delete(ctx.spec.collection, [c.vector_id(i) for c, i in pairs])
+        else:
+            written = [_over(c.new_vector(i), i.before_vector) for c, i in pairs]
+            ctx.vectors.upsert(ctx.spec.collection, written)
 
     def compensate(self, ctx: SagaContext) -> None:
         for chunk in ctx.chunks():

@@ -536,17 +536,28 @@ def _close_client(client: Any) -> None:
 
 
 def _all_stored(found: Any, records: Sequence[VectorRecord]) -> bool:
-    """Whether Chroma holds every record with its document and metadata (``saga_id``
-    included, so a vector left by another saga does not count)."""
+    """Whether Chroma holds every record as its upsert would leave it."""
     stored = _records(found, embeddings=False)
-    return all(_same_content(stored.get(r.id), r) for r in records)
+    return all(_upserted(stored.get(r.id), r) for r in records)
 
 
-def _same_content(stored: VectorRecord | None, wanted: VectorRecord) -> bool:
-    if stored is None or stored.document != wanted.document:
+def _upserted(stored: VectorRecord | None, wanted: VectorRecord) -> bool:
+    """Whether ``stored`` shows the upsert of ``wanted`` applied, by Chroma's rules: a
+    ``None`` document keeps the stored one, metadata is merged and a ``None`` value
+    removes its key. ``saga_id`` is in ``wanted``'s metadata, so a vector that another
+    saga wrote does not count."""
+    if stored is None:
         return False
-    have, want = dict(stored.metadata or {}), dict(wanted.metadata or {})
-    return have.keys() == want.keys() and all(_same_value(have[k], want[k]) for k in want)
+    if wanted.document is not None and stored.document != wanted.document:
+        return False
+    have = dict(stored.metadata or {})
+    for key, value in (wanted.metadata or {}).items():
+        if value is None:
+            if key in have:
+                return False
+        elif key not in have or not _same_value(have[key], value):
+            return False
+    return True
 
 
 def _same_value(stored: object, wanted: object) -> bool:

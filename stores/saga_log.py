@@ -384,6 +384,40 @@ class SqliteSagaLog:
             updated_at=now,
         )
 
+    def claim_many(self, sagas: Sequence[SagaRecord]) -> list[SagaRecord | None]:
+        """``claim`` for a group, in one transaction (each still a compare-and-set)."""
+        expiry, now = self._expiry(), self.now()
+        claimed: list[SagaRecord | None] = []
+        with self.db.write() as conn:
+            for saga in sagas:
+                cursor = conn.execute(
+                    "UPDATE saga_instances SET lease_owner = ?, lease_expires_at = ?, "
+                    "attempts = attempts + 1, updated_at = ? WHERE saga_id = ? AND state = ? "
+                    "AND lease_owner IS ? AND lease_expires_at IS ?",
+                    (
+                        self.owner,
+                        expiry,
+                        now,
+                        saga.saga_id,
+                        saga.state,
+                        saga.lease_owner,
+                        saga.lease_expires_at,
+                    ),
+                )
+                claimed.append(
+                    None
+                    if cursor.rowcount != 1
+                    else attrs.evolve(
+                        saga,
+                        lease_owner=self.owner,
+                        lease_expires_at=expiry,
+                        attempts=saga.attempts + 1,
+                        updated_at=now,
+                    )
+                )
+        failpoints.hit("after:claim")
+        return claimed
+
     def release(self, saga: SagaRecord) -> None:
         """Give up the lease on a saga this owner holds (it stays in its state)."""
         with self.db.write(saga.saga_id) as conn:

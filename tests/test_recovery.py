@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from saga import CompensationError, RetryPolicy, SagaRunner, failpoints
+from saga import CompensationError, Item, RetryPolicy, SagaRunner, failpoints
+from steps import DEFINITIONS
 from tests._recovery_worker import body, embedding_for
 from tests.conftest import make_db
 
@@ -302,3 +303,55 @@ def test_the_same_runner_recovers_a_saga_its_call_could_not_settle(tmp_path: Pat
         assert report.compensated_ids == (caught.value.saga_id,)
         assert_consistent(runner)
         assert observed(runner, [11]) == {11: (None, None)}
+
+
+class CountingVectors:
+    """Wraps the real Chroma store and counts its write requests."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.writes = 0
+
+    def upsert(self, *args: object, **kwargs: object) -> None:
+        self.writes += 1
+        self._inner.upsert(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def delete(self, *args: object, **kwargs: object) -> None:
+        self.writes += 1
+        self._inner.delete(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def plant_pending(runner: SagaRunner, op: str, key: int) -> None:
+    """Exactly what a writer killed right after `pending` leaves, minus the process."""
+    text = body("new", key)
+    row = {"body": text}
+    item = Item(key=key, row=row, embedding=tuple(embedding_for(text)), document=text)
+    if op == "delete":
+        item = Item(key=key)
+    saga, _ctx = runner.engine.begin(DEFINITIONS[op], runner.spec("notes"), op, [item])
+    runner.log.release(saga)
+
+
+def test_recovery_shares_chroma_requests_across_a_group(tmp_path: Path) -> None:
+    seed_old_rows(tmp_path)
+    with open_runner(tmp_path) as runner:
+        for key in range(100, 140):
+            plant_pending(runner, "create", key)
+        plant_pending(runner, "update", 1)
+        plant_pending(runner, "delete", 2)
+        counting = CountingVectors(runner.vectors)
+        runner.vectors = runner.engine.vectors = counting  # type: ignore[assignment]
+        report = runner.recover()
+        assert (report.resumed, report.failed) == (42, 0)
+        # One request per step kind (create, update, delete), not one per saga.
+        assert counting.writes == 3
+        assert_consistent(runner)
+        assert observed(runner, [100, 139, 1, 2]) == {
+            100: (body("new", 100),) * 2,
+            139: (body("new", 139),) * 2,
+            1: (body("new", 1),) * 2,
+            2: (None, None),
+        }
