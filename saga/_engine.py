@@ -164,17 +164,13 @@ class Engine:
     ) -> SagaRecord:
         if step is None:  # every step done (a post-pivot crash): only `finish` is left
             return self._persist(machine, saga, ctx, [FINISH])
+        if not step.local and ctx.applied_ahead:
+            return self._fold_applied(machine, saga, ctx, step)
         events = [step.name]
         if machine.step_from(machine.next_state(saga.state, step.name)) is None:
             events.append(FINISH)  # fold T4 into the last step's transaction
         if step.local:
-
-            def local(txn: Any) -> None:
-                failpoints.hit(f"before:{step.name}")
-                step.forward(ctx, txn)
-                failpoints.hit(f"during:{step.name}")
-
-            return self._persist(machine, saga, ctx, events, local=local)
+            return self._persist(machine, saga, ctx, events, local=self._local(step, ctx))
         saga = self._renew_if_due(saga)
         current = saga
         ctx.save_progress = lambda applied: self.log.save_progress(current, applied)
@@ -182,6 +178,31 @@ class Engine:
         step.forward(ctx, None)
         failpoints.hit(f"after:{step.name}")
         return self._persist(machine, saga, ctx, events)
+
+    def _fold_applied(
+        self, machine: SagaMachine, saga: SagaRecord, ctx: SagaContext, step: Step
+    ) -> SagaRecord:
+        """A remote step already applied by a grouped request (recovery): record it in
+        the next local step's transaction instead of a commit of its own. A crash before
+        that commit leaves the saga where it was, and re-applying is idempotent."""
+        ctx.applied_ahead = False
+        following = machine.step_from(machine.next_state(saga.state, step.name))
+        if following is None or not following.local:
+            return self._persist(machine, saga, ctx, [step.name])
+        events = [step.name, following.name]
+        after = machine.next_state(machine.next_state(saga.state, step.name), following.name)
+        if machine.step_from(after) is None:
+            events.append(FINISH)
+        return self._persist(machine, saga, ctx, events, local=self._local(following, ctx))
+
+    @staticmethod
+    def _local(step: Step, ctx: SagaContext) -> Callable[[Any], None]:
+        def local(txn: Any) -> None:
+            failpoints.hit(f"before:{step.name}")
+            step.forward(ctx, txn)
+            failpoints.hit(f"during:{step.name}")
+
+        return local
 
     def _persist(
         self,

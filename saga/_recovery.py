@@ -206,7 +206,7 @@ def _apply_remote_steps_together(
             logger.warning("grouped {} failed, sagas go one by one: {}", step.name, exc)
             continue
         for ctx in contexts:
-            ctx.progress = set(range(len(ctx.chunks())))  # applied: forward skips them
+            ctx.applied_ahead = True
 
 
 def _drive_one(

@@ -7,7 +7,8 @@ completion (the pivot, "row change and ``sqlite_committed`` together", is one).
 
 Rules for step authors: ``forward`` and ``compensate`` must be idempotent (recovery may
 repeat them after a crash), and ``compensate`` must be harmless if ``forward`` never
-ran or only partly ran.
+ran or only partly ran. A remote step may also offer ``forward_many(contexts)``: the
+forward action of many sagas in shared requests, which recovery uses for groups.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class SagaContext:
     vectors: VectorStore
     progress: set[int] = attrs.field(factory=set)
     save_progress: Callable[[set[int]], None] = lambda _applied: None
+    applied_ahead: bool = False  # recovery applied the next remote step in a group
 
     def vector_id(self, item: Item) -> str:
         return self.spec.vector_id(item.key)
