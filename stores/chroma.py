@@ -366,6 +366,13 @@ class ChromaVectorStore:
             _close_client(client)
             raise
 
+    @property
+    def call_bound(self) -> float | None:
+        """The most one retried call may take, in seconds; a write followed by its
+        read-back takes up to twice that. ``None`` for the embedded client (in-process,
+        not cut; see the module docstring)."""
+        return max(self.retry.timeout, self.timeouts.call) if self.remote else None
+
     # -- the seam ---------------------------------------------------------------------
 
     def _call(self, point: str, action: Callable[[], T]) -> T:
@@ -373,7 +380,7 @@ class ChromaVectorStore:
 
         Returns or raises within ``max(retry.timeout, timeouts.call)`` seconds (remote).
         """
-        budget = _Budget(max(self.retry.timeout, self.timeouts.call))
+        budget = _Budget(self.call_bound or 0.0)
 
         def attempt() -> T:
             failpoints.hit(f"chroma.{point}")
