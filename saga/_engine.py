@@ -58,10 +58,14 @@ class Settled:
 def content_of(record: VectorRecord) -> tuple[str, str]:
     """A vector's document and metadata as canonical JSON, and its digest: what is
     recorded as last synced, and what reconcile compares Chroma's copy against."""
-    body = json.dumps(
-        [record.document, dict(record.metadata or {})], sort_keys=True, separators=(",", ":")
-    )
+    metadata = {k: _stable(v) for k, v in (record.metadata or {}).items()}
+    body = json.dumps([record.document, metadata], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()[:32], body
+
+
+def _stable(value: object) -> object:
+    """Chroma keeps float metadata to about 15 significant digits: compare at that."""
+    return float(f"{value:.15g}") if isinstance(value, float) else value
 
 
 def as_saga_error(exc: BaseException) -> SagaError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import sys
 from array import array
 from collections.abc import Sequence
@@ -67,7 +68,7 @@ def dumps(op: str, items: Sequence[Item]) -> str:
             "embedding": None if item.embedding is None else pack_embedding(item.embedding),
             "document": item.document,
             "metadata": item.metadata,
-            "before_row": item.before_row,
+            "before_row": _tagged(item.before_row),
             "before_vector": _vector_to_json(item.before_vector),
         }
         for item in items
@@ -77,7 +78,10 @@ def dumps(op: str, items: Sequence[Item]) -> str:
 
 def loads(text: str) -> tuple[str, list[Item]]:
     """Parse a payload written by ``dumps``; raise ValueError on anything else."""
-    data = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValueError("payload nests too deeply") from None
     _check_depth(data, 0)
     items = [
         Item(
@@ -86,12 +90,44 @@ def loads(text: str) -> tuple[str, list[Item]]:
             embedding=None if entry["embedding"] is None else unpack_embedding(entry["embedding"]),
             document=entry["document"],
             metadata=entry["metadata"],
-            before_row=entry["before_row"],
+            before_row=_untagged(entry["before_row"]),
             before_vector=_vector_from_json(entry["before_vector"]),
         )
         for entry in data["items"]
     ]
     return str(data["op"]), items
+
+
+def _tagged(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored row as JSON can carry it: BLOBs and non-finite REALs written behind the
+    library's back are tagged (the library refuses to write them itself)."""
+    if row is None:
+        return None
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if isinstance(value, bytes):
+            out[name] = {"$bytes": base64.b64encode(value).decode("ascii")}
+        elif isinstance(value, float) and not math.isfinite(value):
+            out[name] = {"$float": repr(value)}
+        else:
+            out[name] = value
+    return out
+
+
+def _untagged(row: Any) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    if not isinstance(row, dict):
+        raise ValueError("payload: before_row is not an object")
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if isinstance(value, dict) and "$bytes" in value:
+            out[name] = base64.b64decode(value["$bytes"])
+        elif isinstance(value, dict) and "$float" in value:
+            out[name] = float(value["$float"])
+        else:
+            out[name] = value
+    return out
 
 
 def _refuse_constant(name: str) -> Any:

@@ -259,7 +259,7 @@ def _context(
     specs[saga.table] = spec
     try:
         op, items = loads(payload)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SagaError(f"unreadable payload: {exc}", saga_id=saga.saga_id) from exc
     saga = attrs.evolve(saga, compensating_from=record.compensating_from)
     return saga, SagaContext(

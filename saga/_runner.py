@@ -171,12 +171,44 @@ class SagaRunner:
             vector_id_column=vector_id_column,
             dimension=dimension,
         )
+        self._refuse_conflicting_tracking(wanted, migrate=migrate)
         if wanted.dimension is None:
             wanted = _with_dimension(wanted, self.vectors.dimension(wanted.collection))
         spec = self.log.save_tracked(wanted, migrate=migrate)
         with self._lock:
             self._specs[table] = spec
         return spec
+
+    def _refuse_conflicting_tracking(self, wanted: TableSpec, *, migrate: bool) -> None:
+        """Checks that need no Chroma call, made before any (a refused track() must not
+        create a collection): the table's real spelling, a collection already used by
+        another table (reconcile would take its vectors for orphans), a changed
+        configuration without ``migrate``."""
+        with self.database.read() as conn:
+            real = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+                (wanted.table,),
+            ).fetchone()
+        if real is not None and real[0] != wanted.table:
+            raise ValidationError(f"the table is spelt {real[0]!r}", field="table")
+        for other in self.log.all_tracked():
+            if other.table != wanted.table and other.collection == wanted.collection:
+                raise ValidationError(
+                    f"collection {wanted.collection!r} already holds table {other.table!r}",
+                    field="collection",
+                )
+            if (
+                other.table == wanted.table
+                and not migrate
+                and (
+                    (other.collection, other.key, other.vector_id_column)
+                    != (wanted.collection, wanted.key, wanted.vector_id_column)
+                )
+            ):
+                raise ConfigurationError(
+                    f"table {wanted.table!r} is tracked as {other}; pass migrate=True to change",
+                    field="table",
+                )
 
     def register(self, definition: SagaDefinition) -> None:
         """Make a custom saga definition known (recovery finds it by name)."""
@@ -268,7 +300,8 @@ class SagaRunner:
     ) -> SagaResult:
         """Change a row and its vector as one saga; omitted vector fields are kept."""
         spec = self.spec(table)
-        item = self._update_item(spec, key, changes or {}, embedding, document, metadata, None)
+        changes = {} if changes is None else changes
+        item = self._update_item(spec, key, changes, embedding, document, metadata, None)
         return self._run("update", spec, [item])
 
     def update_many(self, table: str, items: Sequence[Mapping[str, Any]]) -> SagaResult:
@@ -285,7 +318,7 @@ class SagaRunner:
                 self._update_item(
                     spec,
                     data["key"],
-                    data.get("changes") or {},
+                    {} if data.get("changes") is None else data["changes"],
                     data.get("embedding"),
                     data.get("document"),
                     data.get("metadata"),
@@ -330,12 +363,7 @@ class SagaRunner:
             )
         key = check.key(values.pop(spec.key), f"row.{spec.key}", self.limits, index)
         check.required_columns(values, shape.required, field="row", index=index, partial=False)
-        if spec.key in shape.integer_keys and not isinstance(key, int):
-            raise ValidationError(
-                "must be an int: the key column is an INTEGER PRIMARY KEY",
-                field=f"row.{spec.key}",
-                index=index,
-            )
+        check.key_affinity(key, shape, spec.key, field=f"row.{spec.key}", index=index)
         return Item(
             key=key,
             row=values,
@@ -363,8 +391,10 @@ class SagaRunner:
             index=index,
         )
         check.required_columns(values, shape.required, field="changes", index=index, partial=True)
+        checked_key = check.key(key, "key", self.limits, index)
+        check.key_affinity(checked_key, shape, spec.key, field="key", index=index)
         return Item(
-            key=check.key(key, "key", self.limits, index),
+            key=checked_key,
             row=values,
             embedding=None
             if embedding is None

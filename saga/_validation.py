@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from numbers import Real
 from typing import Any
@@ -22,13 +23,27 @@ from saga._steps import RESERVED_METADATA
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 COLLECTION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,510})[a-zA-Z0-9]$")
 INT64 = (-(2**63), 2**63 - 1)
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _show(value: object) -> str:
+    """A short, safe rendering of a bad value for an error message (never recursion)."""
+    return reprlib.repr(value) if isinstance(value, str | int | float) else type(value).__name__
+
+
+def _encodable(text: str, field: str, index: int | None) -> None:
+    """Both stores keep UTF-8: a lone surrogate would fail there, after the saga began."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("is not valid Unicode text", field=field, index=index) from None
 
 
 def identifier(name: object, field: str, index: int | None = None) -> str:
     """A table or column name: allow-listed here, checked against the schema by callers."""
     if not isinstance(name, str) or not IDENTIFIER.match(name):
         raise ValidationError(
-            f"{name!r} is not an allowed identifier ([A-Za-z_][A-Za-z0-9_]*, at most 64)",
+            f"{_show(name)} is not an allowed identifier ([A-Za-z_][A-Za-z0-9_]*, at most 64)",
             field=field,
             index=index,
         )
@@ -43,7 +58,7 @@ def quote(name: str) -> str:
 def collection_name(name: object) -> str:
     if not isinstance(name, str) or not COLLECTION.match(name):
         raise ValidationError(
-            f"{name!r} is not a Chroma collection name (3-512 of [a-zA-Z0-9._-], "
+            f"{_show(name)} is not a Chroma collection name (3-512 of [a-zA-Z0-9._-], "
             "starting and ending alphanumeric)",
             field="collection",
         )
@@ -64,6 +79,7 @@ def key(value: object, field: str, limits: Limits, index: int | None = None) -> 
             )
         if any(ord(ch) < 32 for ch in value):
             raise ValidationError("must not hold control characters", field=field, index=index)
+        _encodable(value, field, index)
     return value
 
 
@@ -103,8 +119,13 @@ def _plain_floats(value: Sequence[Any]) -> tuple[float, ...] | None:
     """
     if not set(map(type, value)) <= {float, int}:
         return None
-    floats = tuple(map(float, value))
-    return floats if math.isfinite(sum(floats)) else None
+    try:
+        floats = tuple(map(float, value))
+    except OverflowError:
+        return None
+    if not math.isfinite(sum(floats)) or max(map(abs, floats)) > FLOAT32_MAX:
+        return None
+    return floats
 
 
 def _checked_floats(value: Sequence[Any], index: int | None) -> tuple[float, ...]:
@@ -117,9 +138,16 @@ def _checked_floats(value: Sequence[Any], index: int | None) -> tuple[float, ...
                 field="embedding",
                 index=index,
             )
-        as_float = float(number)
-        if not math.isfinite(as_float):
-            raise ValidationError(f"[{position}] is not finite", field="embedding", index=index)
+        try:
+            as_float = float(number)
+        except OverflowError:
+            as_float = math.inf
+        if not math.isfinite(as_float) or abs(as_float) > FLOAT32_MAX:
+            raise ValidationError(
+                f"[{position}] is not a finite float32 (Chroma stores float32)",
+                field="embedding",
+                index=index,
+            )
         floats.append(as_float)
     return tuple(floats)
 
@@ -137,6 +165,7 @@ def document(value: object, limits: Limits, index: int | None = None) -> str | N
             field="document",
             index=index,
         )
+    _encodable(value, "document", index)
     return value
 
 
@@ -156,19 +185,23 @@ def metadata(value: object, limits: Limits, index: int | None = None) -> Metadat
     for name, item in value.items():
         if not isinstance(name, str) or not name or len(name) > 256:
             raise ValidationError(
-                f"key {name!r} is not a str of 1 to 256", field="metadata", index=index
+                f"key {_show(name)} is not a str of 1 to 256", field="metadata", index=index
             )
         where = f"metadata.{name}"
-        if name in RESERVED_METADATA or name.startswith(("chroma:", "#")):
+        if name in RESERVED_METADATA or name.startswith(("chroma:", "#", "$")):
             raise ValidationError("is reserved for the library", field=where, index=index)
         if "\x00" in name:
             raise ValidationError("key holds a NUL byte", field=where, index=index)
+        _encodable(name, where, index)
         clean[name] = _scalar(item, where, index)
     return clean
 
 
 def _scalar(item: object, where: str, index: int | None) -> str | int | float | bool:
-    if isinstance(item, bool | str):
+    if isinstance(item, str):
+        _encodable(item, where, index)
+        return item
+    if isinstance(item, bool):
         return item
     if isinstance(item, int):
         if not INT64[0] <= item <= INT64[1]:
@@ -190,6 +223,8 @@ class TableShape:
     names: tuple[str, ...]
     required: tuple[str, ...]  # NOT NULL, no default, not the rowid alias
     integer_keys: tuple[str, ...]  # INTEGER PRIMARY KEY columns (rowid aliases)
+    int_affinity: tuple[str, ...] = ()  # declared types SQLite reads as INTEGER
+    text_affinity: tuple[str, ...] = ()  # declared types SQLite reads as TEXT
 
     @classmethod
     def from_pragma(cls, rows: Sequence[tuple[Any, ...]]) -> TableShape:
@@ -201,9 +236,31 @@ class TableShape:
         required = tuple(
             str(r[0]) for r in rows if r[2] and r[3] is None and str(r[0]) not in integer_keys
         )
+        declared = {str(r[0]): str(r[1]).upper() for r in rows}
         return cls(
-            names=tuple(str(r[0]) for r in rows), required=required, integer_keys=integer_keys
+            names=tuple(str(r[0]) for r in rows),
+            required=required,
+            integer_keys=integer_keys,
+            int_affinity=tuple(n for n, t in declared.items() if "INT" in t),
+            text_affinity=tuple(
+                n
+                for n, t in declared.items()
+                if "INT" not in t and any(part in t for part in ("CHAR", "CLOB", "TEXT"))
+            ),
         )
+
+
+def key_affinity(
+    key: object, shape: TableShape, column: str, *, field: str, index: int | None
+) -> None:
+    """A key SQLite would store as another type breaks the link to its vector id
+    (``'02'`` in an INTEGER column is stored as ``2``; ``1`` in a TEXT one as ``'1'``)."""
+    if column in shape.int_affinity and not isinstance(key, int):
+        raise ValidationError(
+            "must be an int: the key column is an integer", field=field, index=index
+        )
+    if column in shape.text_affinity and not isinstance(key, str):
+        raise ValidationError("must be a str: the key column is text", field=field, index=index)
 
 
 def required_columns(
@@ -250,8 +307,14 @@ def row_values(
 
 
 def _column_value(value: object, where: str, index: int | None) -> object:
-    if value is None or isinstance(value, str | bytes):
+    if value is None:
         return value
+    if isinstance(value, str):
+        _encodable(value, where, index)
+        return value
+    if isinstance(value, bytes):
+        # The intent (payload) is JSON: BLOB columns are not written through sagas yet.
+        raise ValidationError("bytes (BLOB) values are not supported", field=where, index=index)
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
@@ -259,8 +322,8 @@ def _column_value(value: object, where: str, index: int | None) -> object:
             raise ValidationError("does not fit in 64 bits", field=where, index=index)
         return value
     if isinstance(value, float):
-        if math.isnan(value):
-            raise ValidationError("is NaN, which SQLite stores as NULL", field=where, index=index)
+        if not math.isfinite(value):
+            raise ValidationError("is not finite", field=where, index=index)
         return value
     raise ValidationError(
         f"{type(value).__name__} cannot be stored in SQLite", field=where, index=index
@@ -282,6 +345,8 @@ def unique_keys(keys: Sequence[Key], field: str) -> None:
     for position, value in enumerate(keys):
         if value in seen:
             raise ValidationError(
-                f"repeats the key {value!r} of item {seen[value]}", field=field, index=position
+                f"repeats the key {_show(value)} of item {seen[value]}",
+                field=field,
+                index=position,
             )
         seen[value] = position

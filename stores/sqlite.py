@@ -84,13 +84,19 @@ class Database:
                 raise ConfigurationError(f"no database at {target}", field="db")
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
-        elif not _looks_like_sqlite(target):
+        elif not _looks_like_sqlite(target, empty_ok=create):
             raise ConfigurationError(f"{target} is not a SQLite database", field="db")
+        if not create:
+            _require_saga_log(target)  # read-only look first: a refused file stays as it was
         database = cls(target, options)
-        if create:
-            database.migrate()
-        else:
-            database.require_saga_schema()
+        try:
+            if create:
+                database.migrate()
+            else:
+                database.require_saga_schema()
+        except BaseException:
+            database.close()
+            raise
         return database
 
     def connection(self) -> sqlite3.Connection:
@@ -221,9 +227,30 @@ class Database:
         self._local = threading.local()
 
 
-def _looks_like_sqlite(path: Path) -> bool:
+def _looks_like_sqlite(path: Path, *, empty_ok: bool) -> bool:
+    """An empty file is a database SQLite has yet to write: the library may make it one
+    (``create``), the CLI must not."""
     if path.is_dir():
         return False
     with path.open("rb") as handle:
         head = handle.read(16)
-    return head in {_SQLITE_MAGIC, b""}
+    return head == _SQLITE_MAGIC or (empty_ok and head == b"")
+
+
+def _require_saga_log(path: Path) -> None:
+    """Refuse a database without a saga log, reading it through a read-only connection
+    (no WAL switch, no -wal/-shm files left behind)."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'saga_meta'"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise ConfigurationError(
+            f"{path} is not a readable SQLite database: {exc}", field="db"
+        ) from exc
+    if found is None:
+        raise ConfigurationError(f"{path} is not a saga database", field="db")

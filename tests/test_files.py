@@ -218,14 +218,6 @@ def test_a_sqlite_database_without_a_saga_log_is_refused(stores: Path, command: 
     assert f"{other} is not a saga database" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG B9: stores/sqlite.py Database._connect always runs PRAGMA journal_mode=WAL, "
-    "and Database.open(create=False) connects before require_saga_schema() refuses: the "
-    "refused database is switched to WAL (header rewritten) by a read-only command; and "
-    "Database.open does not close that connection when it refuses, so -wal and -shm stay "
-    "beside it (until garbage collection)",
-)
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_refused_database_is_not_modified(stores: Path, command: str) -> None:
     other = plain_sqlite(stores / "other.db")
@@ -242,12 +234,6 @@ def test_a_refused_database_is_not_modified(stores: Path, command: str) -> None:
         conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG B9: stores/sqlite.py _looks_like_sqlite() accepts an empty file, then the "
-    "connection's PRAGMA journal_mode=WAL writes a database header into it: `saga status "
-    "--db` on an empty (e.g. touched) file turns it into a 4 KiB SQLite database",
-)
 @pytest.mark.parametrize("command", ["status", "recover", "reconcile"])
 def test_an_empty_file_is_refused_and_left_empty(stores: Path, command: str) -> None:
     empty = stores / "empty.db"

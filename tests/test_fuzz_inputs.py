@@ -19,9 +19,10 @@ One runner per test function and a fresh key space per example. Seeded
 (``derandomize``): the same examples on every run. ``SAGA_HYPOTHESIS_PROFILE=long``
 runs ten times as many.
 
-Known bugs are kept out of the generated inputs (``KNOWN BUG`` comments) and pinned,
-one example each, by the strict ``xfail`` tests at the end of this file: when one is
-fixed, its xfail turns into an XPASS failure, and its exclusion here should go.
+Each bug these tests found is also pinned, one example each, by a test at the end of
+this file (strict ``xfail`` while open). Open ones are kept out of the generated inputs
+(``KNOWN BUG`` comments); fixed ones are generated as bad input (surrogates, +-inf,
+bytes, "$" metadata names, keys of the wrong affinity, numbers beyond float32...).
 """
 
 from __future__ import annotations
@@ -43,8 +44,6 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 from saga import (
-    CompensationError,
-    DataIntegrityError,
     Limits,
     RetryPolicy,
     SagaError,
@@ -393,8 +392,19 @@ INJECTIONS = (
     "🙂" * 10,
     "a" * 300,
 )
-# Any valid UTF-8 text. KNOWN BUG (B3, B4): lone surrogates are not refused.
+# Any valid UTF-8 text (a lone surrogate is not: it is in the bad values, B3/B4).
 TEXT = st.text(st.characters(codec="utf-8"), max_size=30) | st.sampled_from(INJECTIONS)
+SURROGATES = st.sampled_from(["\ud800", "a\udfffb", "\udc80" * 3])
+
+
+class DeepTuple(tuple):  # type: ignore[type-arg]
+    """A tuple nested 5,000 deep (hashable: a dict key, a name); short repr (B12)."""
+
+    def __repr__(self) -> str:
+        return "<tuple nested 5000 deep>"
+
+
+DEEP_TUPLE = DeepTuple((_nested(4_999, lambda v: (v,), ()),))
 FLOATS = st.floats(allow_nan=False, allow_infinity=False)
 BAD_INTS = st.integers(min_value=2**63, max_value=2**80) | st.integers(
     min_value=-(2**80), max_value=-(2**63) - 1
@@ -413,15 +423,11 @@ def hostile(draw: st.DrawFn, *fields: str) -> frozenset[str]:
 GOOD_TABLES = st.sampled_from(TABLES)
 BAD_TABLES = st.sampled_from(
     [*INJECTIONS, "plain", "saga_instances", "NOTES", "", None, 1, b"notes", ["notes"]]
-)
+) | st.sampled_from(["notes\ud800", DEEP_TUPLE, DEEP_LIST])
 
 
 def good_keys(table: str, fresh: int) -> st.SearchStrategy[Any]:
-    """Keys of the fresh key space of one example (a few extremes may repeat).
-
-    KNOWN BUG (B7): the key's type is not checked against the key column's affinity
-    (an int key on a TEXT key column, a digit string on an INT one): left out.
-    """
+    """Keys of the fresh key space of one example (a few extremes may repeat)."""
     if table == "docs":
         printable = st.text(st.characters(codec="utf-8", min_codepoint=32), min_size=1, max_size=40)
         injected = st.sampled_from([s for s in INJECTIONS if all(ord(c) >= 32 for c in s)])
@@ -443,14 +449,14 @@ def fresh_keys(table: str, fresh: int, index: int) -> st.SearchStrategy[Any]:
 
 
 def bad_keys(table: str) -> st.SearchStrategy[Any]:
-    junk = st.sampled_from([None, b"1", [1], DEEP_LIST, ("k",), np.int64(1), 1.0, True])
-    if table == "docs":
-        return junk | st.sampled_from(["", "a" * 65, "tab\there", "nl\n", "nul\x00", "\x1f"])
+    junk = st.sampled_from([None, b"1", [1], DEEP_LIST, DEEP_TUPLE, np.int64(1), 1.0, True])
+    if table == "docs":  # TEXT key column: an int is stored as text, apart from its vector id
+        texts = st.sampled_from(["", "a" * 65, "tab\there", "nl\n", "nul\x00", "\x1f"])
+        return junk | texts | SURROGATES | st.integers(-5, 5) | BAD_INTS
     return junk | st.booleans() | FLOATS | TEXT | BAD_INTS
 
 
-# Column values. KNOWN BUG (B5, B8): +-inf and bytes pass validation, then break the
-# payload (raw ValueError / TypeError): left out of the good values.
+# Column values (+-inf and bytes are refused: the payload is JSON, B5/B8).
 GOOD_VALUES = (
     st.none()
     | st.integers(INT64_MIN, INT64_MAX)
@@ -460,13 +466,13 @@ GOOD_VALUES = (
     | st.just(np.float64(2.5))
 )
 BAD_VALUES = (
-    st.just(NAN)
+    st.sampled_from([NAN, INF, -INF, b"\x00\xff", b""])
+    | SURROGATES
     | BAD_INTS
     | st.sampled_from([DEEP_LIST, DEEP_DICT, Decimal("1.5"), 1 + 2j, object(), HUGE_LIST])
     | st.sampled_from([bytearray(b"x"), np.int64(3), {1, 2}, [1, 2], {"a": 1}, (1,)])
 )
-# Column names no call may write. KNOWN BUG (B12): deeply nested names are left out
-# (the refusal's message takes their repr(), which raises RecursionError).
+# Column names no call may write.
 BAD_COLUMNS = st.sampled_from(
     [
         *INJECTIONS,
@@ -484,11 +490,14 @@ BAD_COLUMNS = st.sampled_from(
         None,
         ("a",),
         b"body",
+        "body\ud800",
+        DEEP_TUPLE,
     ]
 )
-# Not a row at all. KNOWN BUG (B6): falsy ones ([], "", 0) are read as "no changes"
-# by update(): left out.
-NOT_A_ROW = st.sampled_from([[("id", 1)], "id=1", 1, b"row", DEEP_LIST, ("id", 1)])
+# Not a row at all (falsy ones too: only None means "no changes", B6).
+NOT_A_ROW = st.sampled_from(
+    [[("id", 1)], "id=1", 1, b"row", DEEP_LIST, ("id", 1), [], "", 0, (), False]
+)
 
 
 @st.composite
@@ -521,8 +530,7 @@ def bad_columns(draw: st.DrawFn, table: str, *, changes: bool) -> Any:
     return values
 
 
-# Embeddings. KNOWN BUG (B1, B2): numbers beyond the float32 range (and ints beyond the
-# float range) are not refused: good numbers are float32 ones.
+# Embeddings: Chroma keeps float32, so numbers beyond its range are bad (B1, B2).
 FLOAT32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 NUMBERS = st.lists(FLOAT32 | st.integers(-(2**24), 2**24), min_size=DIM, max_size=DIM)
 GOOD_EMBEDDINGS = (
@@ -548,7 +556,10 @@ BAD_EMBEDDINGS = (
         NUMBERS,
         st.integers(0, DIM - 1),
         st.sampled_from(
-            [NAN, INF, -INF, "1", None, True, [1.0], Decimal(1), 1 + 0j, b"1", DEEP_LIST]
+            [
+                *(NAN, INF, -INF, "1", None, True, [1.0], Decimal(1), 1 + 0j, b"1", DEEP_LIST),
+                *(1e39, -3.5e38, 1e308, 10**400, -(10**39), np.float64(1e39)),  # > float32
+            ]
         ),
     )
     | st.sampled_from(
@@ -572,12 +583,14 @@ BAD_EMBEDDINGS = (
 
 # Documents.
 GOOD_DOCUMENTS = st.none() | TEXT | st.just("d" * LIMITS.max_document_chars)
-BAD_DOCUMENTS = st.sampled_from(
-    ["d" * (LIMITS.max_document_chars + 1), HUGE_TEXT, b"doc", 1, ["doc"], {"d": 1}, DEEP_LIST]
+BAD_DOCUMENTS = (
+    st.sampled_from(
+        ["d" * (LIMITS.max_document_chars + 1), HUGE_TEXT, b"doc", 1, ["doc"], {"d": 1}, DEEP_LIST]
+    )
+    | SURROGATES
 )
 
-# Metadata. KNOWN BUG (B11): names starting with "$" are not refused (Chroma rejects
-# them, and an update's compensation then fails too): left out.
+# Metadata: names starting with "$" are Chroma's operators (bad, B11).
 META_NAMES = st.text(
     st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=30
 ).filter(lambda n: n not in RESERVED and not n.startswith(("chroma:", "#", "$")))
@@ -611,6 +624,12 @@ BAD_META_ENTRIES = st.sampled_from(
         ("v", Decimal(1)),
         ("v", np.int64(1)),
         ("v", DEEP_LIST),
+        ("$x", 1),
+        ("$and", "x"),
+        ("${jndi:ldap://example/x}", 1),
+        ("k\ud800", 1),
+        ("v", "\udfff"),
+        (DEEP_TUPLE, 1),
     ]
 )
 
@@ -978,11 +997,15 @@ SHAPES = {
     "plain": ("id", "body", "vector_id"),
 }
 NOT_COLUMNS = BAD_COLUMNS.filter(lambda name: name != "vector_id")
-# KNOWN BUG (B16): another spelling of a table's name ("NOTES") is accepted as a new
-# table; left out.
+# Another spelling of a tracked table's name is the same SQLite table (B16).
 BAD_TRACK_TABLES = st.sampled_from(
     [
-        *(name for name in INJECTIONS if name.lower() not in SHAPES),
+        *INJECTIONS,
+        "Notes",
+        "DOCS",
+        "PLAIN",
+        "notes\ud800",
+        DEEP_TUPLE,
         "missing",
         "saga_meta",
         "",
@@ -1002,15 +1025,14 @@ BAD_DIMENSIONS = st.sampled_from([0, -1, True, "4", 4.0, [4], 2**70])
 @given(data=st.data())
 def test_track_is_refused_whole_or_recorded(world: World, data: st.DataObject) -> None:
     flaws = data.draw(
-        hostile("table", "collection", "key", "link", "dimension", "reconfigure"), "flaws"
+        hostile("table", "collection", "key", "link", "dimension", "reconfigure", "shared"),
+        "flaws",
     )
     table = data.draw(st.sampled_from(sorted(SHAPES)), "table")
     names = SHAPES[table]
     # Draw the same things whatever the model holds (Hypothesis replays draws), then
     # pick: a tracked table gets its configuration again (a no-op), an untracked one any.
     again = data.draw(st.booleans(), "same collection given")
-    # KNOWN BUG (B14): a collection another tracked table uses ("notes", "docs") is not
-    # refused; left out.
     fresh_collection = data.draw(st.sampled_from([None, "plain", "Other-1.x", "Other.2"]))
     key, link = data.draw(st.permutations(names), "columns")[:2]
     dimension = data.draw(st.none() | st.integers(1, 8), "dimension")
@@ -1025,8 +1047,6 @@ def test_track_is_refused_whole_or_recorded(world: World, data: st.DataObject) -
         if current is None:
             flaws = flaws - {"reconfigure"}  # an untracked table has nothing to change
         else:
-            # KNOWN BUG (B10): with no dimension, a refused re-track that names a new
-            # collection creates it first; so a change here always names a dimension.
             changes = ["collection", "key", "link", "dimension"]
             change = changes[len(fresh_collection or "") % 4]
             spare = next(n for n in names if n not in (key, link))
@@ -1036,9 +1056,10 @@ def test_track_is_refused_whole_or_recorded(world: World, data: st.DataObject) -
                 key = spare
             elif change == "link":
                 link = spare
-            # A dimension is always named (see B10 above); for "dimension", a new one.
-            given = current[3] or 1
-            dimension = given + 1 if change == "dimension" else given
+            if change == "dimension":
+                dimension = (current[3] or 1) + 1
+    if "shared" in flaws:  # the collection of another tracked table (B14)
+        collection = next(c[0] for t, c in sorted(world.tracked.items()) if t != table)
     if "table" in flaws:
         table = data.draw(BAD_TRACK_TABLES, "bad table")
     if "collection" in flaws:
@@ -1102,8 +1123,7 @@ PAYLOAD_FIELDS = (
     "before_row",
     "before_vector",
 )
-# Whole texts. KNOWN BUG (B15): nesting deeper than Python's recursion limit makes
-# json.loads raise RecursionError, which escapes recover(): kept to 500 levels here.
+# Whole texts, from nothing to JSON nested 100,000 deep (B15).
 BROKEN_PAYLOADS = (
     st.sampled_from(
         [
@@ -1115,6 +1135,7 @@ BROKEN_PAYLOADS = (
             '{"op": "create", "op": "delete", "items": []}',
             '{"op": "create", "items": [{"key": 1e999}]}',
             '{"op": "create", "items": ' + "[" * 500 + "]" * 500 + "}",
+            '{"op": "create", "items": ' + "[" * 100_000 + "]" * 100_000 + "}",
             "[" * 40 + "]" * 40,
             '{"op": "create", "items": [' + '{"key": 1},' * 1000 + '{"key": 1}]}',
         ]
@@ -1180,23 +1201,37 @@ def rewrite_payload(db: Path, saga_id: str, tamper: Callable[[str], str]) -> Non
 @given(data=st.data())
 def test_recovery_survives_a_tampered_payload(world: World, data: st.DataObject) -> None:
     """Recovery reads payloads back from the database, a file anyone may have edited:
-    whatever one holds, recover() reports (never raises) and still settles the rest."""
+    whatever one holds, recover() reports (never raises), still settles the others and
+    leaves the rows and vectors of other keys alone.
+
+    (What it makes of the tampered saga's own keys is not asserted: see B17.)
+    """
     fresh = world.fresh()
-    bystander, tampered_key, good_key = 10**12 + fresh, fresh * 16, fresh * 16 + 1
+    # Negative: a tampered key of None makes SQLite pick max(rowid) + 1 (B17), which
+    # must not be a key a later example uses.
+    bystander, tampered_key, good_key = -(10**12) - fresh, fresh * 16, fresh * 16 + 1
     good_create(world, bystander)
     tampered = strand(world, tampered_key)
     untouched = strand(world, good_key)
     rewrite_payload(world.db, tampered, data.draw(tampering(), "tampering"))
-    before = stored_vectors(world.runner, "notes").get(bystander)
+    bystander_id = f"notes:{bystander}"
+    before = world.runner.vectors.get("notes", [bystander_id], embeddings=True)
 
     report = world.runner.recover()
 
     settled = {*report.resumed_ids, *report.compensated_ids, *report.failed_ids}
     assert {tampered, untouched} <= settled
     assert untouched in report.resumed_ids, report.errors.get(untouched)
-    assert good_key in stored_rows(world.db, "notes")
-    assert stored_rows(world.db, "notes")[bystander]["body"] == "b"
-    assert stored_vectors(world.runner, "notes").get(bystander) == before
+    rows = stored_rows(world.db, "notes")
+    assert rows[good_key]["vector_id"] == f"notes:{good_key}"
+    assert f"notes:{good_key}" in world.runner.vectors.get("notes", [f"notes:{good_key}"])
+    assert rows[bystander] == {
+        "id": bystander,
+        "body": "b",
+        "extra": None,
+        "vector_id": bystander_id,
+    }
+    assert world.runner.vectors.get("notes", [bystander_id], embeddings=True) == before
     event(f"tampered saga: {'failed' if tampered in report.failed_ids else 'settled'}")
 
 
@@ -1229,34 +1264,15 @@ def good_create(world: World, key: Any, table: str = "notes", **override: Any) -
     return world.runner.create(table, arguments.pop("row"), **arguments)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG B1: saga/_validation.py embedding(): float(number) raises OverflowError "
-    "for an int beyond the float range; it escapes raw",
-)
 def test_an_int_too_large_for_a_float_in_an_embedding_is_refused(world: World) -> None:
     refused_cleanly(world, lambda: good_create(world, 1, embedding=[10**400, 0, 0, 0]), "embedding")
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
-@pytest.mark.xfail(
-    strict=True,
-    raises=DataIntegrityError,
-    reason="BUG B2: saga/_validation.py embedding() checks finiteness as float64, but "
-    "Chroma keeps float32: 1e39 becomes inf there, Chroma refuses it after the saga began",
-)
 def test_a_number_beyond_the_float32_range_in_an_embedding_is_refused(world: World) -> None:
     refused_cleanly(world, lambda: good_create(world, 1, embedding=[1e39, 0, 0, 0]), "embedding")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DataIntegrityError,
-    reason="BUG B3: saga/_validation.py lets a str with a lone surrogate through "
-    "(row values, documents, metadata names and values); SQLite or Chroma cannot encode "
-    "it, the saga fails after it began (a failed saga is left in the log)",
-)
 @pytest.mark.parametrize(
     "override",
     [
@@ -1272,13 +1288,6 @@ def test_a_lone_surrogate_in_a_value_is_refused(world: World, override: dict[str
     refused_cleanly(world, lambda: good_create(world, 1, **override), field)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="BUG B4: saga/_validation.py key() lets a lone surrogate through; binding it "
-    "in SqliteSagaLog.begin raises UnicodeEncodeError, which Database.write does not "
-    "translate (only sqlite3.Error): a raw exception reaches the caller",
-)
 @pytest.mark.parametrize("op", ["create", "update", "delete"])
 def test_a_lone_surrogate_in_a_key_is_refused(world: World, op: str) -> None:
     key = f"k{SURROGATE}"
@@ -1305,33 +1314,14 @@ def refused_or_stored(world: World, value: Any) -> None:
         assert stored_rows(world.db, "notes")[1]["body"] == value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG B5: +-inf passes saga/_validation.py _column_value() (only NaN is "
-    "refused) but saga/_payload.py dumps() uses allow_nan=False: raw ValueError",
-)
 def test_an_infinite_column_value_is_refused_or_stored(world: World) -> None:
     refused_or_stored(world, INF)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG B8: bytes pass saga/_validation.py _column_value() but saga/_payload.py "
-    "dumps() cannot serialise them (json): raw TypeError; no BLOB can ever be written",
-)
 def test_a_bytes_column_value_is_stored_or_refused(world: World) -> None:
     refused_or_stored(world, b"\x00\xff")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(TypeError, ValueError),
-    reason="BUG B5/B8: a row the application wrote with a BLOB or an infinite REAL "
-    "cannot be updated or deleted: its before-image goes into the JSON payload "
-    "(saga/_payload.py dumps()), which raises TypeError / ValueError, raw",
-)
 @pytest.mark.parametrize("value", [b"\x00\xff", INF], ids=["blob", "inf"])
 @pytest.mark.parametrize("op", ["update", "delete"])
 def test_a_row_holding_a_blob_or_inf_can_be_changed(world: World, value: Any, op: str) -> None:
@@ -1349,36 +1339,17 @@ def test_a_row_holding_a_blob_or_inf_can_be_changed(world: World, value: Any, op
         assert stored_rows(world.db, "notes") == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG B6: saga/_runner.py update() and update_many() read `changes or {}`: "
-    "a falsy non-dict ('' , [], 0) is taken for 'no changes' instead of being refused",
-)
 @pytest.mark.parametrize("changes", ["", [], 0], ids=["str", "list", "int"])
 def test_update_refuses_falsy_changes_that_are_not_a_dict(world: World, changes: Any) -> None:
     good_create(world, 1)
     refused_cleanly(world, lambda: world.runner.update("notes", 1, changes), "changes")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DataIntegrityError,
-    reason="BUG B7: the key is not matched to the key column's affinity. An int key on "
-    "a TEXT key column passes CommitRows.prepare (steps/_rows.py: stored.get(1) misses "
-    "the stored '1'), the upsert overwrites the vector of '1', the INSERT fails, and "
-    "compensation deletes that vector: the existing row loses it",
-)
 def test_a_create_on_a_key_stored_under_another_type_is_refused(world: World) -> None:
     good_create(world, "1", "docs")
     refused_cleanly(world, lambda: good_create(world, 1, "docs"), "row.id")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG B7: a refused create (int key 1 where '1' is stored, TEXT key column) "
-    "deletes the vector of the stored row in its compensation (data loss)",
-)
 def test_a_failed_create_never_deletes_another_rows_vector(world: World) -> None:
     good_create(world, "1", "docs")
     with contextlib.suppress(SagaError):
@@ -1390,12 +1361,6 @@ def test_a_failed_create_never_deletes_another_rows_vector(world: World) -> None
     assert world.runner.reconcile().clean
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG B7: on an INT (not INTEGER) key column the str key '02' is stored as the "
-    "integer 2 but its vector is 'items:02': reconcile then misses row 2's vector",
-)
 def test_a_digit_string_key_on_an_int_key_column_keeps_row_and_vector_linked(
     world: World,
 ) -> None:
@@ -1409,23 +1374,10 @@ def test_a_digit_string_key_on_an_int_key_column_keeps_row_and_vector_linked(
     assert world.runner.reconcile().clean
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG B10: saga/_runner.py track() reads the collection's dimension (creating "
-    "the collection) before SqliteSagaLog.save_tracked refuses a changed configuration",
-)
 def test_a_refused_track_creates_no_collection(world: World) -> None:
     refused_cleanly(world, lambda: world.runner.track("notes", collection="brand-new"), "table")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=CompensationError,
-    reason="BUG B11: saga/_validation.py metadata() does not refuse names starting with "
-    "'$' (Chroma does); the update's compensation re-sends that name (with None, to "
-    "remove it: steps/_vectors.py _over) and fails too: the key stays locked for good",
-)
 def test_a_dollar_metadata_name_is_refused_before_any_write(world: World) -> None:
     good_create(world, 1)
     refused_cleanly(
@@ -1433,13 +1385,6 @@ def test_a_dollar_metadata_name_is_refused_before_any_write(world: World) -> Non
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG B12: saga/_validation.py identifier(), collection_name() and metadata() "
-    "put repr() of the bad value in the message: a deeply nested one raises "
-    "RecursionError instead of ValidationError",
-)
 @pytest.mark.parametrize("where", ["table", "column", "metadata name", "track"])
 def test_a_deeply_nested_name_is_refused(world: World, where: str) -> None:
     deep = _nested(50_000, lambda v: (v,), ())
@@ -1452,13 +1397,6 @@ def test_a_deeply_nested_name_is_refused(world: World, where: str) -> None:
     refused_cleanly(world, calls[where], "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG B13: Chroma keeps float metadata to ~16 significant digits; saga/_engine.py "
-    "content_of() hashes the value as sent, so reconcile reports drift for a synced "
-    "vector, and --fix cannot clear it",
-)
 def test_reconcile_sees_no_drift_in_a_float_metadata_value(world: World) -> None:
     good_create(world, 1, metadata={"price": 123456789.123456789})
 
@@ -1467,14 +1405,6 @@ def test_reconcile_sees_no_drift_in_a_float_metadata_value(world: World) -> None
     assert world.runner.reconcile().clean
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG B14: track() accepts a collection another tracked table already uses "
-    "(saga/_runner.py track, SqliteSagaLog.save_tracked), and saga/_reconcile.py "
-    "_scan_vectors takes every vector of the collection for the table's own: "
-    "reconcile(fix=True) then deletes the other table's vectors as orphans",
-)
 def test_two_tables_never_share_a_collection(world: World) -> None:
     good_create(world, 1)
     with contextlib.suppress(ValidationError):  # refusing it is the simplest fix
@@ -1486,13 +1416,6 @@ def test_two_tables_never_share_a_collection(world: World) -> None:
     assert world.runner.reconcile().clean
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG B15: saga/_payload.py loads() checks the depth only after json.loads, which "
-    "raises RecursionError on deep nesting; saga/_recovery.py _context catches only "
-    "ValueError/KeyError/TypeError: one such payload makes recover() raise and stop",
-)
 def test_recovery_reports_a_payload_nested_too_deeply(world: World) -> None:
     tampered = strand(world, 1)
     untouched = strand(world, 2)
@@ -1505,14 +1428,6 @@ def test_recovery_reports_a_payload_nested_too_deeply(world: World) -> None:
     assert report.resumed_ids == (untouched,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG B16: SQLite table names are case-insensitive; saga/_runner.py track() "
-    "checks the name with pragma_table_info (case-insensitive) and records the caller's "
-    "spelling: track('NOTES') tracks notes a second time, under other vector ids and "
-    "another collection, and reconcile then finds every row of both without its vector",
-)
 def test_a_table_cannot_be_tracked_twice_under_another_spelling(world: World) -> None:
     good_create(world, 1)
     with contextlib.suppress(ValidationError):  # refusing is fine; so is the same spec
@@ -1521,3 +1436,27 @@ def test_a_table_cannot_be_tracked_twice_under_another_spelling(world: World) ->
         good_create(world, 2, "NOTES")
 
     assert world.runner.reconcile().clean
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG B17: saga/_payload.py loads() re-validates nothing it reads (keys, rows, "
+    "embeddings, metadata) nor that the items are the keys the saga holds: recovery "
+    "resumes a payload whose key is null, SQLite picks a new rowid for the row, and the "
+    "vector 'notes:None' is written without its sqlite_record_id",
+)
+def test_recovery_refuses_a_payload_that_names_another_key(world: World) -> None:
+    saga_id = strand(world, 1)
+
+    def null_key(payload: str) -> str:
+        data = json.loads(payload)
+        data["items"][0]["key"] = None
+        return json.dumps(data)
+
+    rewrite_payload(world.db, saga_id, null_key)
+
+    report = world.runner.recover()
+
+    assert report.failed_ids == (saga_id,)  # unreadable: left for an operator
+    assert stored_rows(world.db, "notes") == {}
