@@ -118,7 +118,7 @@ def _untagged(row: Any) -> dict[str, Any] | None:
     if row is None:
         return None
     if not isinstance(row, dict):
-        raise ValueError("payload: before_row is not an object")
+        raise TypeError("payload: before_row is not an object")
     out: dict[str, Any] = {}
     for name, value in row.items():
         if isinstance(value, dict) and "$bytes" in value:
