@@ -147,8 +147,12 @@ class FaultProxy:
                 self._stopping.wait(_POLL_SECONDS)
                 continue
             try:
-                # Short select timeout so a listener closed by set_mode()/stop() is noticed.
-                if not select.select([listener], [], [], _POLL_SECONDS)[0]:
+                # A short wait so a listener closed by set_mode()/stop() is noticed. poll,
+                # not select: select() refuses descriptors >= 1024, which a long test run
+                # reaches (embedded Chroma clients hold many).
+                poller = select.poll()
+                poller.register(listener, select.POLLIN)
+                if not poller.poll(_POLL_SECONDS * 1000):
                     continue
                 client, _ = listener.accept()
             except (OSError, ValueError):
