@@ -246,6 +246,17 @@ def _release(runner: SagaRunner, saga: SagaRecord) -> None:
         logger.bind(saga_id=saga.saga_id).warning("could not release: {}", exc)
 
 
+def _check_keys(runner: SagaRunner, saga: SagaRecord, spec: TableSpec, items: list[Any]) -> None:
+    """The payload must name exactly the keys the saga holds (checked in ``pending``):
+    a payload changed behind the library's back is left for an operator, not run."""
+    held = runner.log.vector_ids_of(saga.saga_id)
+    keys = [item.key for item in items]
+    if any(isinstance(k, bool) or not isinstance(k, int | str) for k in keys) or (
+        {spec.vector_id(k) for k in keys} != held
+    ):
+        raise SagaError("payload names keys the saga does not hold", saga_id=saga.saga_id)
+
+
 def _context(
     runner: SagaRunner, saga: SagaRecord, specs: dict[str, TableSpec]
 ) -> tuple[SagaRecord, SagaContext]:
@@ -261,6 +272,7 @@ def _context(
         op, items = loads(payload)
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SagaError(f"unreadable payload: {exc}", saga_id=saga.saga_id) from exc
+    _check_keys(runner, saga, spec, items)
     saga = attrs.evolve(saga, compensating_from=record.compensating_from)
     return saga, SagaContext(
         saga_id=saga.saga_id,

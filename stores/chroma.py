@@ -333,7 +333,9 @@ class ChromaVectorStore:
         except Exception as exc:
             _EmbeddedLock.release(folder)
             raise translate(exc, remote=False) from exc
-        return cls(client, remote=False, retry=retry, timeouts=timeouts, locked_folder=folder)
+        return cls(
+            client, remote=False, retry=retry, timeouts=timeouts, locked_folder=folder, owned=True
+        )
 
     @classmethod
     def http(
@@ -523,6 +525,9 @@ class ChromaVectorStore:
         return len(embeddings[0])
 
     def close(self) -> None:
+        """Close the client if this store built it (its files, sockets and threads go
+        with it; chromadb shares one per folder or server and counts its users), then
+        let another process have the embedded folder."""
         self._collections.clear()
         if self._owned:
             self._owned = False

@@ -465,6 +465,14 @@ class SqliteSagaLog:
             )
             return [_record(row) for row in rows]
 
+    def vector_ids_of(self, saga_id: str) -> set[str]:
+        """The vector ids a saga holds (recorded in ``pending``)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT vector_id FROM vector_sync_state WHERE saga_id = ?", (saga_id,)
+            )
+            return {row[0] for row in rows}
+
     def in_flight_vectors(self, conn: sqlite3.Connection, table: str) -> set[str]:
         """Vector ids of ``table`` that a saga is writing right now."""
         rows = conn.execute(

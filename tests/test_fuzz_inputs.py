@@ -1438,14 +1438,6 @@ def test_a_table_cannot_be_tracked_twice_under_another_spelling(world: World) ->
     assert world.runner.reconcile().clean
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG B17: saga/_payload.py loads() re-validates nothing it reads (keys, rows, "
-    "embeddings, metadata) nor that the items are the keys the saga holds: recovery "
-    "resumes a payload whose key is null, SQLite picks a new rowid for the row, and the "
-    "vector 'notes:None' is written without its sqlite_record_id",
-)
 def test_recovery_refuses_a_payload_that_names_another_key(world: World) -> None:
     saga_id = strand(world, 1)
 
