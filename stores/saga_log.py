@@ -357,32 +357,7 @@ class SqliteSagaLog:
 
         Returns the claimed saga (attempts counted), or None if someone else moved it.
         """
-        expiry, now = self._expiry(), self.now()
-        with self.db.write(saga.saga_id) as conn:
-            cursor = conn.execute(
-                "UPDATE saga_instances SET lease_owner = ?, lease_expires_at = ?, "
-                "attempts = attempts + 1, updated_at = ? WHERE saga_id = ? AND state = ? "
-                "AND lease_owner IS ? AND lease_expires_at IS ?",
-                (
-                    self.owner,
-                    expiry,
-                    now,
-                    saga.saga_id,
-                    saga.state,
-                    saga.lease_owner,
-                    saga.lease_expires_at,
-                ),
-            )
-            if cursor.rowcount != 1:
-                return None
-        failpoints.hit("after:claim")
-        return attrs.evolve(
-            saga,
-            lease_owner=self.owner,
-            lease_expires_at=expiry,
-            attempts=saga.attempts + 1,
-            updated_at=now,
-        )
+        return self.claim_many([saga])[0]
 
     def claim_many(self, sagas: Sequence[SagaRecord]) -> list[SagaRecord | None]:
         """``claim`` for a group, in one transaction (each still a compare-and-set)."""

@@ -76,23 +76,29 @@ def test_a_runner_on_an_http_client_writes_both_stores(world: fx.World) -> None:
     client = chromadb.HttpClient(
         host=fx.HOST, port=world.proxy.port, settings=Settings(anonymized_telemetry=False)
     )
-    runner = world.open(client=client)
-    assert runner.vectors.remote
-    assert runner.vectors.session_bounded
+    try:
+        runner = world.open(client=client)
+        assert runner.vectors.remote
+        assert runner.vectors.session_bounded
 
-    runner.create("notes", {"id": 1, "body": "one"}, embedding=vec(1), document="one")
-    runner.create_many(
-        "notes",
-        [
-            {"row": {"id": k, "body": f"n{k}"}, "embedding": vec(k), "document": f"n{k}"}
-            for k in (2, 3)
-        ],
-    )
-    runner.update("notes", 2, {"body": "two"}, embedding=vec(2.5), document="two")
-    runner.delete("notes", 3)
+        runner.create("notes", {"id": 1, "body": "one"}, embedding=vec(1), document="one")
+        runner.create_many(
+            "notes",
+            [
+                {"row": {"id": k, "body": f"n{k}"}, "embedding": vec(k), "document": f"n{k}"}
+                for k in (2, 3)
+            ],
+        )
+        runner.update("notes", 2, {"body": "two"}, embedding=vec(2.5), document="two")
+        runner.delete("notes", 3)
 
-    assert world.assert_consistent() == {1: "one", 2: "two"}
-    assert [hit.key for hit in runner.query("notes", embedding=vec(1), n_results=2)] == [1, 2]
+        assert world.assert_consistent() == {1: "one", 2: "two"}
+        hits = runner.query("notes", embedding=vec(1), n_results=2)
+        assert [hit.key for hit in hits] == [1, 2]
+        runner.close()
+        assert not client._server._session.is_closed  # the caller's client stays theirs
+    finally:
+        client.close()
 
 
 @pytest.mark.chroma_server
