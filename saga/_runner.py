@@ -155,9 +155,13 @@ class SagaRunner:
         check.identifier(vector_id_column, "vector_id_column")
         check.collection_name(collection or table)
         if dimension is not None and (
-            isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1
+            isinstance(dimension, bool)
+            or not isinstance(dimension, int)
+            or not 1 <= dimension <= self.limits.max_dimension
         ):
-            raise ValidationError("must be a positive int", field="dimension")
+            raise ValidationError(
+                f"must be an int from 1 to {self.limits.max_dimension}", field="dimension"
+            )
         columns = self._read_columns(table).names
         for field, name in (("key", key), ("vector_id_column", vector_id_column)):
             if name not in columns:

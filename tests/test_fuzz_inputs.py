@@ -659,9 +659,12 @@ class Vector(NamedTuple):
 
 
 def vector(draw: st.DrawFn, flaws: frozenset[str], *, embedding_optional: bool = False) -> Vector:
-    good_embedding = st.none() | GOOD_EMBEDDINGS if embedding_optional else GOOD_EMBEDDINGS
+    good_embedding, bad_embedding = GOOD_EMBEDDINGS, BAD_EMBEDDINGS
+    if embedding_optional:  # an update: None keeps the stored embedding
+        good_embedding = st.none() | GOOD_EMBEDDINGS
+        bad_embedding = BAD_EMBEDDINGS.filter(lambda embedding: embedding is not None)
     return Vector(
-        pick(draw, flaws, "embedding", good_embedding, BAD_EMBEDDINGS),
+        pick(draw, flaws, "embedding", good_embedding, bad_embedding),
         pick(draw, flaws, "document", GOOD_DOCUMENTS, BAD_DOCUMENTS),
         pick(draw, flaws, "metadata", GOOD_METADATA, bad_metadata()),
     )
@@ -1018,7 +1021,7 @@ BAD_TRACK_TABLES = st.sampled_from(
 BAD_COLLECTIONS = st.sampled_from(
     ["ab", "-notes", "notes-", "no tes", "x" * 513, "notes/", 1, "n\x00tes", "né", b"notes"]
 ) | st.sampled_from(INJECTIONS[:6])
-BAD_DIMENSIONS = st.sampled_from([0, -1, True, "4", 4.0, [4], 2**70])
+BAD_DIMENSIONS = st.sampled_from([0, -1, True, "4", 4.0, [4], 2.5, -(2**70), 2**70, 10**6])
 
 
 @examples(100)
@@ -1040,7 +1043,8 @@ def test_track_is_refused_whole_or_recorded(world: World, data: st.DataObject) -
     current = world.tracked.get(table)
     collection = fresh_collection
     if current is not None:
-        collection = current[0] if again else None
+        # None stands for the table's name: the same only if that is the collection.
+        collection = current[0] if again or current[0] != table else None
         key, link = current[1], current[2]
         dimension = current[3] if dimension_again else None
     if "reconfigure" in flaws:
@@ -1049,6 +1053,8 @@ def test_track_is_refused_whole_or_recorded(world: World, data: st.DataObject) -
         else:
             changes = ["collection", "key", "link", "dimension"]
             change = changes[len(fresh_collection or "") % 4]
+            if change == "dimension" and current[3] is None:
+                change = "collection"  # a first dimension is learnt, not a change
             spare = next(n for n in names if n not in (key, link))
             if change == "collection":
                 collection = "Other-2.x" if current[0] == "Other-1.x" else "Other-1.x"
@@ -1091,8 +1097,7 @@ def test_track_is_refused_whole_or_recorded(world: World, data: st.DataObject) -
         assert stored == result
         assert stored is not None
         assert (stored.collection, stored.key, stored.vector_id_column) == wanted
-        if current is None:
-            world.tracked[table] = (*wanted, stored.dimension)
+        world.tracked[table] = (*wanted, stored.dimension)  # a dimension may be learnt
     world.check()
 
 
@@ -1452,3 +1457,10 @@ def test_recovery_refuses_a_payload_that_names_another_key(world: World) -> None
 
     assert report.failed_ids == (saga_id,)  # unreadable: left for an operator
     assert stored_rows(world.db, "notes") == {}
+
+
+@pytest.mark.parametrize("dimension", [2**70, 10**6], ids=["beyond 64 bits", "beyond the limit"])
+def test_a_dimension_out_of_range_is_refused(world: World, dimension: int) -> None:
+    with world.runner.database.write() as conn:
+        conn.execute("CREATE TABLE wide (id INTEGER PRIMARY KEY, vector_id TEXT)")
+    refused_cleanly(world, lambda: world.runner.track("wide", dimension=dimension), "dimension")
