@@ -150,12 +150,14 @@ class Engine:
                 cause = as_saga_error(exc)
                 cause.saga_id = cause.saga_id or saga.saga_id
                 logger.bind(saga_id=saga.saga_id).warning("step failed: {}", cause)
-                if not machine.can_compensate(saga.state) or (
+                done, ctx.unrecorded = ctx.unrecorded, ()
+                reached = _checked_moves(machine, saga.state, done)[-1][1] if done else saga.state
+                if not machine.can_compensate(reached) or (
                     leave_transient and getattr(cause, "transient", False)
                 ):
                     self._note_error(saga, cause)
                     return Settled(Outcome.STUCK, saga, cause)
-                saga, stuck = self._enter_compensation(machine, saga, str(cause), cause)
+                saga, stuck = self._enter_compensation(machine, saga, str(cause), cause, done=done)
                 if stuck is not None:
                     return stuck
         outcome = Outcome.SYNCED if saga.state == SYNCED else Outcome.FAILED
@@ -170,10 +172,10 @@ class Engine:
             return self._persist(machine, saga, ctx, [FINISH])
         if not step.local and ctx.applied_ahead:
             return self._fold_applied(machine, saga, ctx, step)
-        events = [step.name]
-        if machine.step_from(machine.next_state(saga.state, step.name)) is None:
-            events.append(FINISH)  # fold T4 into the last step's transaction
         if step.local:
+            events = [step.name]
+            if machine.step_from(machine.next_state(saga.state, step.name)) is None:
+                events.append(FINISH)  # fold T4 into the last step's transaction
             return self._persist(machine, saga, ctx, events, local=self._local(step, ctx))
         saga = self._renew_if_due(saga)
         current = saga
@@ -181,23 +183,32 @@ class Engine:
         failpoints.hit(f"before:{step.name}")
         step.forward(ctx, None)
         failpoints.hit(f"after:{step.name}")
-        return self._persist(machine, saga, ctx, events)
+        return self._fold_applied(machine, saga, ctx, step)
 
     def _fold_applied(
         self, machine: SagaMachine, saga: SagaRecord, ctx: SagaContext, step: Step
     ) -> SagaRecord:
-        """A remote step already applied by a grouped request (recovery): record it in
-        the next local step's transaction instead of a commit of its own. A crash before
-        that commit leaves the saga where it was, and re-applying is idempotent."""
+        """A remote step just applied (by this call, or by a grouped request in
+        recovery): record it in the next local step's transaction instead of a commit of
+        its own, so a dual write commits twice (intent, then row with every state after
+        it). A crash before that commit leaves the saga where it was, whose remote step
+        is then treated as possibly applied: re-applying it is idempotent, and
+        compensating it undoes it. If the local step fails, its transaction rolls back
+        and the saga compensates from where it was, the remote step included."""
         ctx.applied_ahead = False
         following = machine.step_from(machine.next_state(saga.state, step.name))
-        if following is None or not following.local:
+        if following is None:
+            return self._persist(machine, saga, ctx, [step.name, FINISH])
+        if not following.local:
             return self._persist(machine, saga, ctx, [step.name])
         events = [step.name, following.name]
         after = machine.next_state(machine.next_state(saga.state, step.name), following.name)
         if machine.step_from(after) is None:
             events.append(FINISH)
-        return self._persist(machine, saga, ctx, events, local=self._local(following, ctx))
+        ctx.unrecorded = (step.name,)
+        saga = self._persist(machine, saga, ctx, events, local=self._local(following, ctx))
+        ctx.unrecorded = ()
+        return saga
 
     @staticmethod
     def _local(step: Step, ctx: SagaContext) -> Callable[[Any], None]:
@@ -236,10 +247,13 @@ class Engine:
         saga: SagaRecord,
         reason: str,
         cause: SagaError | None = None,
+        *,
+        done: Sequence[str] = (),
     ) -> tuple[SagaRecord, Settled | None]:
-        """Persist ``compensating``. If even that fails, the saga stays where it was and
-        nothing is undone (undoing unrecorded would mislead recovery)."""
-        moves = _checked_moves(machine, saga.state, [COMPENSATE])
+        """Persist ``compensating`` (after ``done``: steps applied but not yet recorded,
+        so the history shows what ran). If even that fails, the saga stays where it was
+        and nothing is undone (undoing unrecorded would mislead recovery)."""
+        moves = _checked_moves(machine, saga.state, [*done, COMPENSATE])
         try:
             entered = self.log.advance(saga, moves, error=reason, settle=True)
         except LeaseLostError:
@@ -248,7 +262,8 @@ class Engine:
             error = as_saga_error(exc)
             error.saga_id = saga.saga_id
             return saga, Settled(Outcome.STUCK, saga, cause or error)
-        return attrs.evolve(entered, compensating_from=saga.state), None
+        origin = moves[-2][1] if done else saga.state
+        return attrs.evolve(entered, compensating_from=origin), None
 
     def _compensate(
         self,

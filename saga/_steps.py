@@ -79,6 +79,9 @@ class SagaContext:
     progress: set[int] = attrs.field(factory=set)
     save_progress: Callable[[set[int]], None] = lambda _applied: None
     applied_ahead: bool = False  # recovery applied the next remote step in a group
+    # Steps applied whose move is not committed yet (it rides on the next local step's
+    # transaction): if that transaction fails, compensation records them first.
+    unrecorded: tuple[str, ...] = ()
 
     def vector_id(self, item: Item) -> str:
         return self.spec.vector_id(item.key)

@@ -300,8 +300,10 @@ class SqliteSagaLog:
         error: str | None,
     ) -> None:
         rows = []
-        for event, dest in moves:
-            rows.append((saga_id, source, dest, event, now, error))
+        for number, (event, dest) in enumerate(moves, start=1):  # the error: on the last
+            rows.append(
+                (saga_id, source, dest, event, now, error if number == len(moves) else None)
+            )
             source = dest
         conn.executemany(
             "INSERT INTO saga_history (saga_id, from_state, to_state, event, at, error) "

@@ -60,9 +60,11 @@ CASES = [
     Case("before:write_vectors", "pending"),
     Case("chroma.upsert.after", "pending", vector=True),
     Case("after:write_vectors", "pending", vector=True),
-    Case("after:vector_written", "vector_written", vector=True),
-    Case("during:commit_rows", "vector_written", vector=True),
-    # The pivot and `synced` are one transaction: both points see it committed.
+    # The vector step's move rides on the pivot's transaction: until that commits the
+    # saga is `pending` with its vector possibly applied; then `vector_written`,
+    # `sqlite_committed` and `synced` are committed at once.
+    Case("during:commit_rows", "pending", vector=True),
+    Case("after:vector_written", "synced", row=True, vector=True, payload=False),
     Case("after:sqlite_committed", "synced", row=True, vector=True, payload=False),
     Case("after:synced", "synced", row=True, vector=True, payload=False),
     Case("after:compensating", "compensating", vector=True, fault=CHROMA_FAILS),
@@ -71,7 +73,7 @@ CASES = [
     Case("after:failed", "failed", payload=False, fault=CHROMA_FAILS),
     # SIGKILL: no atexit, no finally, no flush.
     Case("after:write_vectors", "pending", vector=True, action="kill"),
-    Case("during:commit_rows", "vector_written", vector=True, action="kill"),
+    Case("during:commit_rows", "pending", vector=True, action="kill"),
     Case("after:compensating", "compensating", vector=True, action="kill", fault=CHROMA_FAILS),
 ]
 

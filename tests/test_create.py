@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from saga import (
-    VECTOR_WRITTEN,
     CompensationError,
     DataIntegrityError,
     RecordExistsError,
@@ -233,22 +232,20 @@ class _WriteLockHolder:
         self.conn.close()
 
 
-class _LockAfterVectorWritten:
-    """The runner's real saga log; once ``vector_written`` is committed, ``holder`` takes
-    the write lock, so the very next transaction (the pivot) finds the database locked."""
+class _LockAfterUpsert:
+    """The runner's real vector store; once a vector is upserted, ``holder`` takes the
+    write lock, so the very next transaction (the pivot) finds the database locked."""
 
-    def __init__(self, log: Any, holder: _WriteLockHolder) -> None:
-        self._log = log
+    def __init__(self, vectors: Any, holder: _WriteLockHolder) -> None:
+        self._vectors = vectors
         self._holder = holder
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
+        return getattr(self._vectors, name)
 
-    def advance(self, saga: Any, moves: Any, **options: Any) -> Any:
-        record = self._log.advance(saga, moves, **options)
-        if moves[-1][1] == VECTOR_WRITTEN:
-            self._holder.take()
-        return record
+    def upsert(self, collection: str, records: Any) -> None:
+        self._vectors.upsert(collection, records)
+        self._holder.take()
 
 
 @pytest.fixture
@@ -266,7 +263,7 @@ def test_database_locked_at_the_pivot_deletes_the_vector(
         db_path, chroma_path=chroma_path, retry=RetryPolicy.disabled(), sqlite=options
     ) as runner:
         runner.track("notes")
-        runner.engine.log = _LockAfterVectorWritten(runner.engine.log, lock_holder)
+        runner.engine.vectors = _LockAfterUpsert(runner.engine.vectors, lock_holder)
         with pytest.raises(DataIntegrityError) as caught:
             _create(runner)
         error = caught.value

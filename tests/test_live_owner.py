@@ -72,17 +72,17 @@ def test_recovery_never_takes_a_saga_from_a_live_owner(
     tmp_path: Path, server: ChromaServer
 ) -> None:
     db = make_db(tmp_path / "app.db")
-    env = {**os.environ, "SAGA_FAILPOINTS": "after:vector_written=sleep:60"}
+    env = {**os.environ, "SAGA_FAILPOINTS": "after:write_vectors=sleep:60"}
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(db), str(server.port)], cwd=ROOT, env=env
     )
     try:
-        saga_id = wait_for_state(db, "vector_written")
+        saga_id = wait_for_state(db, "pending")
         with open_runner(db, server) as runner:
             report = runner.recover()
             assert report.skipped_ids == (saga_id,)
             assert (report.resumed, report.compensated) == (0, 0)
-            assert [s.state for s in runner.log.in_flight()] == ["vector_written"]
+            assert [s.state for s in runner.log.in_flight()] == ["pending"]
             writer.send_signal(signal.SIGKILL)
             writer.wait(timeout=30)
             # Its pid is gone: taken at once, without waiting out the 30 s lease.
@@ -98,7 +98,7 @@ def test_recovery_never_takes_a_saga_from_a_live_owner(
 @pytest.mark.chroma_server
 def test_show_draws_the_path_a_recovered_saga_took(tmp_path: Path, server: ChromaServer) -> None:
     db = make_db(tmp_path / "app.db")
-    env = {**os.environ, "SAGA_FAILPOINTS": "after:vector_written=kill"}
+    env = {**os.environ, "SAGA_FAILPOINTS": "after:write_vectors=kill"}
     subprocess.run(
         [sys.executable, "-c", WRITER, str(db), str(server.port)], cwd=ROOT, env=env, check=False
     )

@@ -347,7 +347,7 @@ class CountingWrites:
 
 @pytest.mark.parametrize(
     ("held_at", "writes_before_loss"),
-    [("after:pending", 0), ("after:vector_written", 1)],
+    [("after:pending", 0), ("after:write_vectors", 1)],
     ids=["before-vector-step", "before-pivot"],
 )
 def test_a_runner_whose_lease_was_taken_stops_with_lease_lost(

@@ -1,6 +1,6 @@
 """Consistent reads: ``query`` answers only with committed rows, joined with distances.
 
-An in-flight saga is held between ``vector_written`` and ``sqlite_committed`` by a
+An in-flight saga is held after its vector step, before its pivot commits, by a
 ``sleep`` failpoint on a thread of this process (an embedded Chroma folder cannot be
 shared with a second process) while the main thread queries.
 """
@@ -91,7 +91,7 @@ def test_an_in_flight_create_is_never_returned(runner: SagaRunner) -> None:
     _create(runner, 1, _at(2))
     write = lambda: _create(runner, 2, _at(0))  # noqa: E731 - the nearest of all
 
-    with Held("after:vector_written", 1.0, write):
+    with Held("after:write_vectors", 1.0, write):
         # Its vector is in Chroma, nearest to the query; its row is not committed.
         assert "notes:2" in runner.vectors.get("notes", ["notes:2"])
         assert _keys(runner.query("notes", embedding=Q, n_results=5)) == [1]
@@ -107,7 +107,7 @@ def test_an_in_flight_update_returns_the_committed_row(runner: SagaRunner) -> No
     def write() -> Any:
         return runner.update("notes", 1, {"body": "uncommitted"}, document="uncommitted")
 
-    with Held("after:vector_written", 1.0, write):
+    with Held("after:write_vectors", 1.0, write):
         assert runner.vectors.get("notes", ["notes:1"])["notes:1"].document == "uncommitted"
         [found] = runner.query("notes", embedding=Q, n_results=3)
         assert found.key == 1

@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -37,7 +38,6 @@ FORWARD_POINTS = {
     "vector_applied": ("chroma.upsert.after=kill;chroma.delete.after=kill", False),
     "second_sub_batch": ("chroma.upsert.after=kill@2;chroma.delete.after=kill@2", False),
     "after:write_vectors": ("after:write_vectors=kill", False),
-    "after:vector_written": ("after:vector_written=kill", False),
     "during:commit_rows": ("during:commit_rows=kill", False),
     "after:synced": ("after:synced=kill", True),
 }
@@ -177,6 +177,50 @@ def test_kill_at_forward_point_then_recover_both_policies(
             assert (again.resumed, again.compensated, again.failed) == (0, 0, 0)
 
 
+def commit_vector_written_alone(db: Path) -> str:
+    """What an earlier build committed after the vector step: ``vector_written`` on its
+    own, before the row's transaction (this build folds it into that transaction)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        [(saga_id,)] = conn.execute("SELECT saga_id FROM saga_instances WHERE state = 'pending'")
+        conn.execute(
+            "UPDATE saga_instances SET state = 'vector_written' WHERE saga_id = ?", (saga_id,)
+        )
+        conn.execute(
+            "UPDATE vector_sync_state SET sync_status = 'vector_written' WHERE saga_id = ?",
+            (saga_id,),
+        )
+        conn.execute(
+            "INSERT INTO saga_history (saga_id, from_state, to_state, event, at) "
+            "VALUES (?, 'pending', 'vector_written', 'write_vectors', '2026-11-26T00:00:00Z')",
+            (saga_id,),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return str(saga_id)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_a_saga_left_in_vector_written_by_an_earlier_build_is_recovered(
+    tmp_path: Path, op: str
+) -> None:
+    crashed = crash_once(tmp_path / "crashed", op, "after:write_vectors=kill")
+    saga_id = commit_vector_written_alone(crashed / "app.db")
+    keys = keys_for(op)
+    for policy, path in (
+        ("resume", ["commit_rows", "finish"]),
+        ("compensate", ["compensate", "compensated"]),
+    ):
+        with recover_copy(crashed, tmp_path / policy, policy) as runner:
+            assert_consistent(runner)
+            assert observed(runner, keys) == expected(op, keys, policy == "resume"), policy
+            assert_old_rows_acknowledged(runner, op, keys)
+            events = [h["event"] for h in runner.log.history(saga_id)]
+            assert events == ["begin", "write_vectors", *path], policy
+
+
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("point", sorted(BACKWARD_POINTS))
 def test_kill_while_compensating_then_recover(tmp_path: Path, op: str, point: str) -> None:
@@ -190,7 +234,7 @@ def test_kill_while_compensating_then_recover(tmp_path: Path, op: str, point: st
 
 
 def test_crash_during_recovery_is_itself_recoverable(tmp_path: Path) -> None:
-    crashed = crash_once(tmp_path, "create_many", "after:vector_written=kill")
+    crashed = crash_once(tmp_path, "create_many", "after:write_vectors=kill")
     db, chroma = str(crashed / "app.db"), str(crashed / "chroma")
     # Recovery claims the saga, then dies right after re-applying the rows' commit.
     assert worker(["recover", db, chroma], "during:commit_rows=kill") == -signal.SIGKILL
@@ -221,11 +265,11 @@ def test_recovery_gives_up_forward_after_max_attempts(tmp_path: Path) -> None:
 
 
 def test_dry_run_changes_nothing(tmp_path: Path) -> None:
-    crashed = crash_once(tmp_path, "update", "after:vector_written=kill")
+    crashed = crash_once(tmp_path, "update", "after:write_vectors=kill")
     with open_runner(crashed) as runner:
         report = runner.recover(dry_run=True)
         assert (report.resumed, report.dry_run) == (1, True)
-        assert [s.state for s in runner.log.in_flight()] == ["vector_written"]
+        assert [s.state for s in runner.log.in_flight()] == ["pending"]
         assert runner.recover(policy="compensate", dry_run=True).compensated == 1
         assert runner.recover().resumed == 1
 

@@ -155,7 +155,6 @@ CRASH_POINTS = {
     "before:write_vectors": False,
     "chroma.{point}.after": False,
     "after:write_vectors": False,
-    "after:vector_written": False,
     "during:commit_rows": False,
     "after:synced": True,
 }

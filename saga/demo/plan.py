@@ -97,13 +97,13 @@ def make_plan(records: Sequence[Record]) -> Plan:
             f"{len(killed_batch)} vectors in Chroma, no rows: orphans without recovery",
         ),
         Kill(
-            "after:vector_written",
+            "after:write_vectors",
             "update",
             (_middle(untouched, "summaries"),),
             "new vector in Chroma, old row in SQLite",
         ),
         Kill(
-            "after:vector_written",
+            "after:write_vectors",
             "delete",
             (_middle(untouched, "constraints"),),
             "vector deleted, row still in SQLite",
