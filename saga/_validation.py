@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import reprlib
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from numbers import Real
 from typing import Any
@@ -112,20 +113,22 @@ def embedding(
 
 
 def _plain_floats(value: Sequence[Any]) -> tuple[float, ...] | None:
-    """The fast path (10x): only floats and ints, all finite; None means look closer.
+    """The fast path: only floats and ints, all finite float32; None means look closer.
 
-    A sum of finite floats is finite unless it overflows, and then the slow path
-    finds every value finite and accepts it: no valid input is refused here.
+    The values are cast to float32 in C (what Chroma keeps): a value beyond float32
+    becomes infinite there, so one sum tells whether all are finite (a sum of at most
+    ``max_dimension`` finite float32 values cannot overflow a double). The values
+    returned are the float32 ones, exactly what Chroma and the payload will hold.
     """
     if not set(map(type, value)) <= {float, int}:
         return None
     try:
-        floats = tuple(map(float, value))
-    except OverflowError:
+        packed = array("f", value)
+    except OverflowError:  # an int beyond the double range
         return None
-    if not math.isfinite(sum(floats)) or max(map(abs, floats)) > FLOAT32_MAX:
+    if not math.isfinite(sum(packed)):
         return None
-    return floats
+    return tuple(packed)
 
 
 def _checked_floats(value: Sequence[Any], index: int | None) -> tuple[float, ...]:
@@ -149,7 +152,7 @@ def _checked_floats(value: Sequence[Any], index: int | None) -> tuple[float, ...
                 index=index,
             )
         floats.append(as_float)
-    return tuple(floats)
+    return tuple(array("f", floats))  # float32, as the fast path returns
 
 
 def document(value: object, limits: Limits, index: int | None = None) -> str | None:
