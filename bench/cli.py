@@ -385,8 +385,9 @@ def method(config: Config) -> list[str]:
         "embeddings, cleanup=None, no application row written: a lower bound); DBOS workflow "
         "of two steps (Chroma upsert, SQLite INSERT/commit) with a SQLite system database at "
         "DBOS defaults.",
-        "Recovery: sagas planted through engine.begin (+ Chroma upsert and log.advance for "
-        "vector_written), leases owned by a dead pid of this host; one recover() timed on "
+        "Recovery: sagas planted through engine.begin, a third left there, a third with "
+        "the vector upserted (still pending), a third moved on to vector_written by "
+        "log.advance; leases owned by a dead pid of this host; one recover() timed on "
         "a fresh runner. Target budget scales linearly: 20 s per 10,000.",
         "Reconcile: synced records planted by SQL + Chroma (rows, vectors, vector_sync_state "
         "with content hashes, synced sagas); reconcile() timed in a fresh process; peak RSS = "

@@ -1,10 +1,12 @@
 """Recovery: N sagas left in ``pending`` / ``vector_written`` by killed writers.
 
-Planted as a killed writer leaves them, through the library itself: ``engine.begin``
-records the intent (T1) and returns without driving; for the ``vector_written`` half,
-the vector is upserted as ``write_vectors`` would (``ctx.new_vector``, in request-sized
-batches, only to plant fast) and the transition is persisted by ``log.advance`` as the
-engine does after C1. Then every lease is given to a process of this host that is dead,
+Planted as killed writers leave them, through the library itself: ``engine.begin``
+records the intent (T1) and returns without driving. A third stays so (killed before
+its vector step); for the other two thirds the vector is upserted as ``write_vectors``
+would (``ctx.new_vector``, in request-sized batches, only to plant fast): one third
+stays ``pending`` (killed after its vector step: this build records that step with the
+row), and one third is moved to ``vector_written`` by ``log.advance`` (as an earlier
+build committed it). Then every lease is given to a process of this host that is dead,
 so recovery takes them over at once. Planting runs with ``synchronous=NORMAL`` (speed);
 the timed ``recover()`` runs on a fresh runner with the defaults (``FULL``).
 """
@@ -30,7 +32,8 @@ def dead_owner() -> str:
 
 
 def plant(folder: Path, count: int) -> tuple[Path, Path]:
-    """``count`` interrupted create sagas, alternately ``pending`` and ``vector_written``."""
+    """``count`` interrupted create sagas: ``pending``, ``pending`` with the vector
+    applied, and ``vector_written``, in turn."""
     from saga import Item, SagaRunner, SqliteOptions  # noqa: PLC0415
     from saga._machine import PENDING, machine_for  # noqa: PLC0415
 
@@ -38,7 +41,7 @@ def plant(folder: Path, count: int) -> tuple[Path, Path]:
     with SagaRunner.open(db, chroma_path=chroma, sqlite=SqliteOptions(synchronous="NORMAL")) as r:
         spec = r.track(TABLE, dimension=DIM)
         definition = r.definitions["create"]
-        written: list[tuple[Any, Any]] = []
+        applied: list[tuple[Any, Any]] = []
         for index, record in enumerate(records(count)):
             item = Item(
                 key=record.key,
@@ -48,14 +51,14 @@ def plant(folder: Path, count: int) -> tuple[Path, Path]:
                 metadata=dict(record.metadata),
             )
             saga, ctx = r.engine.begin(definition, spec, "create", [item])
-            if index % 2:
-                written.append((saga, ctx))
-        vectors = [ctx.new_vector(ctx.items[0]) for _saga, ctx in written]
+            if index % 3:
+                applied.append((saga, ctx))
+        vectors = [ctx.new_vector(ctx.items[0]) for _saga, ctx in applied]
         for part in chunked(vectors, r.vectors.max_batch_size()):
             r.vectors.upsert(spec.collection, part)
         step = "write_vectors"
         moves = [(step, machine_for(definition).next_state(PENDING, step))]
-        for saga, _ctx in written:
+        for saga, _ctx in applied[1::2]:
             r.log.advance(saga, moves)
     release_chroma()
     conn = sqlite3.connect(db)

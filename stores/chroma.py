@@ -591,7 +591,8 @@ def _records(found: Any, *, embeddings: bool) -> dict[str, VectorRecord]:
     for index, vector_id in enumerate(ids):
         embedding = None
         if vectors is not None:
-            embedding = tuple(float(x) for x in vectors[index])
+            row = vectors[index]  # a numpy array: tolist() converts in C
+            embedding = tuple(row.tolist() if hasattr(row, "tolist") else map(float, row))
         records[vector_id] = VectorRecord(
             id=vector_id,
             embedding=embedding,

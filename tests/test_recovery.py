@@ -18,7 +18,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
 from saga import CompensationError, Item, RetryPolicy, SagaRunner, failpoints
@@ -398,4 +400,45 @@ def test_recovery_shares_chroma_requests_across_a_group(tmp_path: Path) -> None:
             139: (body("new", 139),) * 2,
             1: (body("new", 1),) * 2,
             2: (None, None),
+        }
+
+
+class RecordingVectors(CountingVectors):
+    """Also keeps the ids of every vector upserted."""
+
+    def __init__(self, inner: object) -> None:
+        super().__init__(inner)
+        self.upserted: list[str] = []
+
+    def upsert(self, collection: str, records: list[Any]) -> None:
+        self.upserted.extend(record.id for record in records)
+        super().upsert(collection, records)
+
+
+def test_recovery_does_not_rewrite_a_vector_already_stored_exactly(tmp_path: Path) -> None:
+    """Writers killed after their vector step: recovery reads the group's vectors and
+    upserts only those not stored exactly as the saga would write them."""
+    seed_old_rows(tmp_path)
+    with open_runner(tmp_path) as runner:
+        spec = runner.spec("notes")
+        for key in range(100, 105):
+            text = body("new", key)
+            item = Item(
+                key=key, row={"body": text}, embedding=tuple(embedding_for(text)), document=text
+            )
+            saga, ctx = runner.engine.begin(DEFINITIONS["create"], spec, "create", [item])
+            written = ctx.new_vector(item)
+            if key == 102:  # changed behind the saga's back after its vector step
+                written = attrs.evolve(written, document="tampered")
+            if key != 104:  # 104's writer died before its vector step
+                runner.vectors.upsert("notes", [written])
+            runner.log.release(saga)
+        recording = RecordingVectors(runner.vectors)
+        runner.vectors = runner.engine.vectors = recording  # type: ignore[assignment]
+        report = runner.recover()
+        assert (report.resumed, report.failed) == (5, 0)
+        assert sorted(recording.upserted) == ["notes:102", "notes:104"]
+        assert_consistent(runner)
+        assert observed(runner, list(range(100, 105))) == {
+            key: (body("new", key),) * 2 for key in range(100, 105)
         }
