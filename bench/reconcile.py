@@ -153,5 +153,8 @@ def measure(
             raise RuntimeError(
                 f"reconcile miscounted orphans: {clean} / {dirty} (planted {orphans})"
             )
+        for result in (clean, dirty):
+            if result["missing_vectors"] or result["drift"] or result["rows_checked"] != size:
+                raise RuntimeError(f"reconcile misread {size:,} synced records: {result}")
         results.append({"size": size, "orphans": orphans, "clean": clean, "with_orphans": dirty})
     return results

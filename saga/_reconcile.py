@@ -8,17 +8,23 @@
 - stuck sagas: sagas in flight for longer than ``stuck_after``.
 
 Memory is bounded by the page size: both stores are read a page at a time, and only
-the ids of inconsistencies are kept. ``fix=True`` settles stuck sagas with recovery,
-deletes orphans while holding SQLite's write lock (so no saga can start on that key
-meanwhile; deleting is idempotent, so a crash mid-fix leaves only work for the next
-run), and rewrites drifted and missing vectors through update sagas, which are
-crash-safe like any other write.
+the ids of inconsistencies are kept. Chroma is read through once: the vector pass also
+tallies, in a fixed number of hash sums, every vector it found linked to its row, and
+the row pass (SQLite only) takes each row's vector id off that tally; Chroma is asked
+for the vectors of the rows only where the tally does not balance (see ``_Tally``).
+
+``fix=True`` settles stuck sagas with recovery, deletes orphans while holding SQLite's
+write lock (so no saga can start on that key meanwhile; deleting is idempotent, so a
+crash mid-fix leaves only work for the next run), and rewrites drifted and missing
+vectors through update sagas, which are crash-safe like any other write.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +41,10 @@ if TYPE_CHECKING:
 
 Rebuild = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
 
+_BUCKETS = 1 << 14  # tally buckets (a power of two): about 1 MB once all are in use
+_MASK = (1 << 128) - 1
+_NO_ROW = object()
+
 
 class _Findings:
     def __init__(self) -> None:
@@ -45,6 +55,42 @@ class _Findings:
         self.unfixable: list[str] = []
         self.rows = 0
         self.vectors = 0
+
+
+class _Tally:
+    """Which rows the vector pass saw linked to their vector, in constant memory.
+
+    Each vector id seen linked to its row adds a keyed 128-bit hash of the id to one of
+    ``_BUCKETS`` sums (the bucket is read off the hash); each committed row takes the
+    hash of its expected vector id off again. A bucket back at 0 holds no row without
+    its vector (a chance of 2**-128 per bucket aside, the key being drawn per run); the
+    rows of any other bucket are looked up in Chroma. A vector seen twice or missed
+    (pages shifting under concurrent writes) only unbalances its bucket.
+    """
+
+    def __init__(self) -> None:
+        self._key = os.urandom(16)
+        self._sums = [0] * _BUCKETS
+
+    def _hash(self, vector_id: str) -> int:
+        digest = hashlib.blake2b(vector_id.encode(), digest_size=16, key=self._key).digest()
+        return int.from_bytes(digest, "little")
+
+    def add(self, vector_id: str) -> None:
+        value = self._hash(vector_id)
+        bucket = value & (_BUCKETS - 1)
+        self._sums[bucket] = (self._sums[bucket] + value) & _MASK
+
+    def take(self, vector_id: str) -> None:
+        value = self._hash(vector_id)
+        bucket = value & (_BUCKETS - 1)
+        self._sums[bucket] = (self._sums[bucket] - value) & _MASK
+
+    def balanced(self) -> bool:
+        return not any(self._sums)
+
+    def unbalanced(self, vector_id: str) -> bool:
+        return self._sums[self._hash(vector_id) & (_BUCKETS - 1)] != 0
 
 
 def reconcile(
@@ -62,8 +108,9 @@ def reconcile(
         stuck = _stuck(runner, stuck_after)
     found = _Findings()
     for spec in runner.log.all_tracked():
-        _scan_vectors(runner, spec, found, page_size, progress)
-        _scan_rows(runner, spec, found, page_size, progress)
+        tally = _Tally()
+        _scan_vectors(runner, spec, found, tally, page_size, progress)
+        _scan_rows(runner, spec, found, tally, page_size, progress)
         if fix:
             _fix(runner, spec, found, rebuild)
     return ReconcileReport(
@@ -87,10 +134,12 @@ def _scan_vectors(
     runner: SagaRunner,
     spec: TableSpec,
     found: _Findings,
+    tally: _Tally,
     page_size: int,
     progress: Callable[[int], None] | None,
 ) -> None:
-    """Every vector of the collection: has a row pointing at it? same content as synced?"""
+    """Every vector of the collection: has a row pointing at it? same content as synced?
+    Each vector found under its row's id, and named by that row, is tallied."""
     for page in runner.vectors.iter_records(spec.collection, page_size):
         found.vectors += len(page)
         ids = [record.id for record in page]
@@ -99,14 +148,17 @@ def _scan_vectors(
             busy = runner.log.in_flight_vectors(conn, spec.table)
             synced = runner.log.synced_content(conn, ids)
         for record in page:
+            key = linked.get(record.id, _NO_ROW)
+            if key is not _NO_ROW and spec.vector_id(key) == record.id:
+                tally.add(record.id)
             if record.id in busy:
                 continue
-            if record.id not in linked:
+            if key is _NO_ROW:
                 found.orphans.append(record.id)
                 continue
             expected = synced.get(record.id, (None, None))[0]
             if expected is None or content_of(record)[0] != expected:
-                found.drift.append((record.id, linked[record.id]))
+                found.drift.append((record.id, key))
         if progress is not None:
             progress(len(page))
 
@@ -115,23 +167,47 @@ def _scan_rows(
     runner: SagaRunner,
     spec: TableSpec,
     found: _Findings,
+    tally: _Tally,
     page_size: int,
     progress: Callable[[int], None] | None,
 ) -> None:
-    """Every committed row: is its vector there, under the id its column names?"""
+    """Every committed row: is its vector there, under the id its column names?
+
+    The vector pass has tallied every vector it saw linked to its row; each row's
+    expected vector id is taken off the tally here. Rows whose bucket balances were all
+    seen linked, so only the rows of unbalanced buckets (none when the stores agree)
+    are looked up in Chroma, in a second pass over the rows in key order."""
     for page in _row_pages(runner, spec, page_size):
         found.rows += len(page)
-        expected = {spec.vector_id(key): (key, link) for key, link in page}
-        present = runner.vectors.get(spec.collection, list(expected))
-        with runner.database.read() as conn:
-            busy = runner.log.in_flight_vectors(conn, spec.table)
-        for vector_id, (key, link) in expected.items():
-            if vector_id in busy:
-                continue
-            if vector_id not in present or link != vector_id:
-                found.missing.append((vector_id, key))
+        for key, _link in page:
+            tally.take(spec.vector_id(key))
         if progress is not None:
             progress(len(page))
+    if tally.balanced():
+        return
+    batch: list[tuple[Any, Any]] = []
+    for page in _row_pages(runner, spec, page_size):
+        batch.extend(row for row in page if tally.unbalanced(spec.vector_id(row[0])))
+        while len(batch) >= page_size:
+            _check_rows(runner, spec, found, batch[:page_size])
+            del batch[:page_size]
+    if batch:
+        _check_rows(runner, spec, found, batch)
+
+
+def _check_rows(
+    runner: SagaRunner, spec: TableSpec, found: _Findings, rows: Sequence[tuple[Any, Any]]
+) -> None:
+    """Look these rows' vectors up in Chroma; report those absent or not linked."""
+    expected = {spec.vector_id(key): (key, link) for key, link in rows}
+    present = runner.vectors.get(spec.collection, list(expected))
+    with runner.database.read() as conn:
+        busy = runner.log.in_flight_vectors(conn, spec.table)
+    for vector_id, (key, link) in expected.items():
+        if vector_id in busy:
+            continue
+        if vector_id not in present or link != vector_id:
+            found.missing.append((vector_id, key))
 
 
 def _row_pages(

@@ -133,3 +133,98 @@ def test_aliases(populated: SagaRunner) -> None:
     )
     assert populated.detect_orphaned_records().orphan_vectors == ("zz-orphan",)
     assert populated.recover_orphaned_vectors().clean
+
+
+def counting_gets(runner: SagaRunner, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every vector id reconcile asks Chroma for by id."""
+    asked: list[str] = []
+    get = runner.vectors.get
+
+    def counted(collection: str, ids: Any, **kwargs: Any) -> dict[str, VectorRecord]:
+        asked.extend(ids)
+        return get(collection, ids, **kwargs)
+
+    monkeypatch.setattr(runner.vectors, "get", counted)
+    return asked
+
+
+def test_when_the_stores_agree_chroma_is_read_once(
+    populated: SagaRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = counting_gets(populated, monkeypatch)
+    populated.vectors.upsert(
+        "notes", [VectorRecord(id="stray", embedding=(1.0,) * 4, document=None, metadata=None)]
+    )
+    report = populated.reconcile(page_size=2)
+    assert report.orphan_vectors == ("stray",)
+    assert (report.rows_checked, report.vectors_checked) == (7, 8)
+    assert asked == []  # every row was seen linked to its vector in the vector pass
+
+
+def test_only_rows_not_seen_linked_are_looked_up(
+    populated: SagaRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populated.vectors.delete("notes", ["notes:5", "notes:2"])
+    asked = counting_gets(populated, monkeypatch)
+    report = populated.reconcile(page_size=2)
+    assert report.missing_vectors == ("notes:2", "notes:5")  # in key order
+    assert {"notes:2", "notes:5"} <= set(asked)
+    assert len(asked) < 7
+
+
+def test_a_row_naming_another_rows_vector_is_missing_its_own(
+    populated: SagaRunner, db_path: Path
+) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE notes SET vector_id = 'notes:1' WHERE id = 4")
+    conn.commit()
+    conn.close()
+    report = populated.reconcile(page_size=3)
+    assert report.missing_vectors == ("notes:4",)
+    assert report.orphan_vectors == ("notes:4",)  # no row names it any more
+    assert report.drift == ()
+
+
+def test_a_vector_claiming_another_row_is_an_orphan_and_its_row_not_missing(
+    populated: SagaRunner,
+) -> None:
+    before = populated.vectors.get("notes", ["notes:3"], embeddings=True)["notes:3"]
+    claims = {**(before.metadata or {}), "sqlite_record_id": 5}
+    populated.vectors.upsert(
+        "notes",
+        [
+            VectorRecord(
+                id="notes:3", embedding=before.embedding, document=before.document, metadata=claims
+            )
+        ],
+    )
+    report = populated.reconcile(page_size=2)
+    assert report.orphan_vectors == ("notes:3",)
+    assert report.missing_vectors == ()  # row 3 still names notes:3, which is there
+
+
+def test_a_vector_seen_twice_or_not_at_all_only_costs_a_look_up() -> None:
+    from saga._reconcile import _Tally  # noqa: PLC0415
+
+    ids = [f"notes:{n}" for n in range(2000)]
+    tally = _Tally()
+    for vector_id in ids:
+        tally.add(vector_id)
+    for vector_id in reversed(ids):
+        tally.take(vector_id)
+    assert tally.balanced()
+    tally.add("notes:7")  # seen twice
+    tally.take("notes:8")  # a row never seen linked
+    assert not tally.balanced()
+    assert tally.unbalanced("notes:7")
+    assert tally.unbalanced("notes:8")
+    assert sum(tally.unbalanced(v) for v in ids) < 10
+
+
+def test_a_delete_in_flight_is_not_a_missing_vector(tmp_path: Path) -> None:
+    crashed = crash_once(tmp_path, "delete", "after:write_vectors=kill")
+    with open_runner(crashed) as runner:
+        report = runner.reconcile(stuck_after=dt.timedelta(hours=1), page_size=2)
+        assert report.missing_vectors == ()  # the row's vector is gone: a saga is on it
+        assert report.clean
+        assert runner.reconcile(fix=True, stuck_after=dt.timedelta(0)).clean
