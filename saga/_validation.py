@@ -206,17 +206,20 @@ def _scalar(item: object, where: str, index: int | None) -> str | int | float | 
         return item
     if isinstance(item, bool):
         return item
-    if isinstance(item, int):
-        if not INT64[0] <= item <= INT64[1]:
-            raise ValidationError("does not fit in 64 bits", field=where, index=index)
-        return item
-    if isinstance(item, float):
-        if not math.isfinite(item):
-            raise ValidationError("is not finite", field=where, index=index)
-        return item
+    if isinstance(item, int | float):
+        return _number(item, where, index)
     raise ValidationError(
         f"must be str, int, float or bool, got {type(item).__name__}", field=where, index=index
     )
+
+
+def _number(value: int | float, where: str, index: int | None) -> int | float:
+    """An int that fits in 64 bits (SQLite and Chroma), or a finite float."""
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        raise ValidationError("does not fit in 64 bits", field=where, index=index)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError("is not finite", field=where, index=index)
+    return value
 
 
 @attrs.frozen
@@ -320,14 +323,8 @@ def _column_value(value: object, where: str, index: int | None) -> object:
         raise ValidationError("bytes (BLOB) values are not supported", field=where, index=index)
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, int):
-        if not INT64[0] <= value <= INT64[1]:
-            raise ValidationError("does not fit in 64 bits", field=where, index=index)
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValidationError("is not finite", field=where, index=index)
-        return value
+    if isinstance(value, int | float):
+        return _number(value, where, index)
     raise ValidationError(
         f"{type(value).__name__} cannot be stored in SQLite", field=where, index=index
     )
