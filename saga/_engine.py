@@ -21,7 +21,7 @@ from loguru import logger
 from saga import failpoints
 from saga._clock import Clock, parse_stamp
 from saga._config import LeasePolicy
-from saga._errors import LeaseLostError, SagaError
+from saga._errors import LeaseLostError, SagaConflictError, SagaError
 from saga._machine import (
     COMPENSATE,
     COMPENSATED,
@@ -74,6 +74,17 @@ def as_saga_error(exc: BaseException) -> SagaError:
     return SagaError(f"{type(exc).__name__}: {exc}")
 
 
+PRELOAD_ATTEMPTS = 3
+
+
+class _StaleRead(Exception):
+    """A vector read before ``pending`` was touched by another saga meanwhile."""
+
+
+def _shown(keys: Sequence[Any]) -> str:
+    return ", ".join(repr(k) for k in keys[:5]) + (", ..." if len(keys) > 5 else "")
+
+
 class Engine:
     """Runs sagas against one saga log and one vector store."""
 
@@ -93,29 +104,75 @@ class Engine:
         items: list[Item],
         extra: Callable[[Any], None] | None = None,
     ) -> tuple[SagaRecord, SagaContext]:
-        """T1: check preconditions, record before-images and intent as ``pending``."""
-        saga_id = str(uuid.uuid4())
-        ctx = SagaContext(saga_id=saga_id, op=op, spec=spec, items=items, vectors=self.vectors)
+        """T1: check preconditions, record before-images and intent as ``pending``.
 
+        Steps read what they need from remote stores first (``preload``), outside
+        SQLite's write lock, so a slow Chroma never keeps other writers out. If a
+        vector read that way was touched by another saga before ``pending`` could be
+        recorded, the reads are made again (``PRELOAD_ATTEMPTS`` in all)."""
+        saga_id = str(uuid.uuid4())
+        keys = [item.key for item in items]
+        preloads = [p for p in (getattr(s, "preload", None) for s in definition.steps) if p]
+        for attempt in range(PRELOAD_ATTEMPTS):
+            ctx = SagaContext(saga_id=saga_id, op=op, spec=spec, items=items, vectors=self.vectors)
+            if preloads and attempt == 0:
+                # What SQLite alone refuses (a conflict, a missing row) is refused
+                # before Chroma is read, naming the key, as inside `pending`.
+                self.log.precheck(spec, keys, self._local_checks(definition, ctx))
+            for preload in preloads:
+                preload(ctx, self.log.vector_versions)
+            failpoints.hit("after:preload")
+            try:
+                saga = self.log.begin(
+                    saga_id=saga_id,
+                    definition=definition.name,
+                    spec=spec,
+                    op=op,
+                    keys=keys,
+                    prepare=self._preparer(definition, ctx, op, extra),
+                )
+            except _StaleRead:
+                logger.bind(saga_id=saga_id).debug("a vector changed while read: again")
+                continue
+            logger.bind(saga_id=saga_id).debug("{} saga pending ({} items)", op, len(items))
+            return saga, ctx
+        raise SagaConflictError(
+            f"the vectors of keys {_shown(keys)} kept changing while their before-images "
+            f"were read ({PRELOAD_ATTEMPTS} tries)",
+            key=keys[0] if len(keys) == 1 else None,
+        )
+
+    @staticmethod
+    def _local_checks(definition: SagaDefinition, ctx: SagaContext) -> Callable[[Any], None]:
+        def check(conn: Any) -> None:
+            for step in definition.steps:
+                if step.local:
+                    step.prepare(ctx, conn)
+
+        return check
+
+    def _preparer(
+        self,
+        definition: SagaDefinition,
+        ctx: SagaContext,
+        op: str,
+        extra: Callable[[Any], None] | None,
+    ) -> Callable[[Any], str]:
         def prepare(txn: Any) -> str:
+            # First, before any step changes an item: were the preloaded reads current?
+            if ctx.observed is not None and (
+                self.log.vector_versions(list(ctx.observed), txn) != ctx.observed
+            ):
+                raise _StaleRead
             # Local preconditions first (the row exists, or not): a refused write then
-            # names the key and never reads Chroma while holding the write lock.
+            # names the key before a step looks at what it read from Chroma.
             for step in sorted(definition.steps, key=lambda s: not s.local):
                 step.prepare(ctx, txn)
             if extra is not None:
                 extra(txn)
             return dumps(op, ctx.items)
 
-        saga = self.log.begin(
-            saga_id=saga_id,
-            definition=definition.name,
-            spec=spec,
-            op=op,
-            keys=[item.key for item in items],
-            prepare=prepare,
-        )
-        logger.bind(saga_id=saga_id).debug("{} saga pending ({} items)", op, len(items))
-        return saga, ctx
+        return prepare
 
     def drive(
         self,

@@ -8,7 +8,11 @@ completion (the pivot, "row change and ``sqlite_committed`` together", is one).
 Rules for step authors: ``forward`` and ``compensate`` must be idempotent (recovery may
 repeat them after a crash), and ``compensate`` must be harmless if ``forward`` never
 ran or only partly ran. A remote step may also offer ``forward_many(contexts)``: the
-forward action of many sagas in shared requests, which recovery uses for groups.
+forward action of many sagas in shared requests, which recovery uses for groups, and
+``preload(ctx, versions)``: reads a remote store needs before ``pending`` (such as
+before-images), made *outside* SQLite's write lock. It first records
+``versions(vector_ids)`` in ``ctx.observed``; ``pending`` is only recorded if those
+versions are unchanged inside its transaction, otherwise the saga begins again.
 """
 
 from __future__ import annotations
@@ -82,6 +86,9 @@ class SagaContext:
     # Steps applied whose move is not committed yet (it rides on the next local step's
     # transaction): if that transaction fails, compensation records them first.
     unrecorded: tuple[str, ...] = ()
+    # What ``preload`` read outside the write lock, and the vector versions it saw.
+    preloaded: dict[str, VectorRecord] | None = None
+    observed: dict[str, tuple[Any, ...]] | None = None
 
     def vector_id(self, item: Item) -> str:
         return self.spec.vector_id(item.key)

@@ -15,7 +15,7 @@ first: the stored vector is then exactly the one intended.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -34,13 +34,27 @@ class WriteVectors:
     reaches: str = "vector_written"
     local: bool = False
 
+    def preload(
+        self, ctx: SagaContext, versions: Callable[[list[str]], dict[str, tuple[Any, ...]]]
+    ) -> None:
+        """Read the before-images, outside SQLite's write lock (``prepare`` uses them
+        once the engine has seen, inside the ``pending`` transaction, that no saga
+        touched these vectors since ``versions`` was read)."""
+        if self.op == "create":
+            return
+        ids = [ctx.vector_id(item) for item in ctx.items]
+        ctx.observed = versions(ids)
+        ctx.preloaded = ctx.vectors.get(ctx.spec.collection, ids, embeddings=True)
+
     def prepare(self, ctx: SagaContext, txn: sqlite3.Connection) -> None:
         if self.op == "create":
             # The key is absent from the table and no saga is in flight for it, so no
             # vector of ours can exist under its id; an orphan there is garbage.
             return
         ids = [ctx.vector_id(item) for item in ctx.items]
-        found = ctx.vectors.get(ctx.spec.collection, ids, embeddings=True)
+        found = ctx.preloaded
+        if found is None:  # not preloaded (a caller that skips it): read it now
+            found = ctx.vectors.get(ctx.spec.collection, ids, embeddings=True)
         for index, item in enumerate(ctx.items):
             item.before_vector = found.get(ctx.vector_id(item))
             if self.op == "update":

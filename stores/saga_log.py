@@ -311,6 +311,37 @@ class SqliteSagaLog:
             rows,
         )
 
+    def precheck(
+        self, spec: TableSpec, keys: Sequence[Any], check: Callable[[sqlite3.Connection], None]
+    ) -> None:
+        """``begin``'s refusals, in a read transaction: a conflict, then ``check``. Lets
+        a saga be refused before it reads Chroma outside the write lock (``begin``
+        checks all again, authoritatively)."""
+        with self.db.read() as conn:
+            self._refuse_conflicts(conn, [spec.vector_id(key) for key in keys], keys)
+            check(conn)
+
+    def vector_versions(
+        self, vector_ids: Sequence[str], conn: sqlite3.Connection | None = None
+    ) -> dict[str, tuple[Any, ...]]:
+        """Each known vector's (saga id, status, content hash, updated_at): every saga
+        that touches a vector changes at least one of them. ``conn``: inside that
+        transaction; otherwise in a read transaction of its own."""
+        if conn is None:
+            with self.db.read() as own:
+                return self.vector_versions(vector_ids, own)
+        found: dict[str, tuple[Any, ...]] = {}
+        for chunk in _chunks(list(vector_ids)):
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                "SELECT vector_id, saga_id, sync_status, content_hash, updated_at "
+                f"FROM vector_sync_state WHERE vector_id IN ({marks})",
+                tuple(chunk),
+            )
+            for row in rows:
+                found[row[0]] = tuple(row[1:])
+        return found
+
     def save_progress(self, saga: SagaRecord, applied: set[int]) -> None:
         """Record the vector sub-batches applied so far, renewing the lease."""
         with self.db.write(saga.saga_id) as conn:

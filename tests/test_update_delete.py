@@ -7,6 +7,8 @@ the embedded Chroma through the adapter.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,14 @@ import pytest
 from saga import (
     DataIntegrityError,
     RecordNotFoundError,
+    SagaConflictError,
     SagaRunner,
     SqliteStoreError,
     ValidationError,
     VectorStoreUnavailable,
     failpoints,
 )
-from tests._probe import history, log_snapshot, payloads, saga_row, sync_states
+from tests._probe import history, log_snapshot, payloads, saga_row, saga_rows, sync_states
 from tests.conftest import rows, saga_state, vec, vector_ids
 
 SAGA_STEPS = [
@@ -394,4 +397,72 @@ def test_an_update_replaces_the_callers_metadata_and_keeps_no_stale_key(
         "sqlite_table": "notes",
         "sqlite_record_id": 1,
     }
+    assert runner.reconcile().clean
+
+
+# -- before-images read outside the write lock ------------------------------------------
+
+
+def test_a_before_image_read_stale_by_the_time_of_pending_is_read_again(
+    runner: SagaRunner, db_path: Path
+) -> None:
+    """Saga A reads key 2's vector, then stalls before `pending`; saga B updates key 2
+    meanwhile. A must notice and read B's vector, so that its failed pivot puts B's
+    vector back, not the one A first read (which would leave Chroma behind the row)."""
+    _create(runner, 2)
+    outcome: list[BaseException] = []
+
+    def saga_a() -> None:
+        try:  # score -1 breaks the table's CHECK at the pivot: A compensates
+            runner.update("notes", 2, {"score": -1.0}, embedding=vec(50), document="A")
+        except BaseException as exc:  # handed to the main thread
+            outcome.append(exc)
+
+    with failpoints.armed("after:preload=sleep:1.0*1"):
+        since = failpoints.hits("after:preload")
+        thread = threading.Thread(target=saga_a)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while failpoints.hits("after:preload") <= since:  # A has read, and stalls
+            assert time.monotonic() < deadline, "saga A never read its before-image"
+            time.sleep(0.01)
+        runner.update("notes", 2, {"body": "B"}, embedding=vec(60), document="B")
+        thread.join(20)
+
+    [error] = outcome
+    assert isinstance(error, DataIntegrityError), error
+    stored = runner.vectors.get("notes", ["notes:2"], embeddings=True)["notes:2"]
+    assert stored.document == "B"
+    assert stored.embedding == pytest.approx(vec(60))
+    assert rows(db_path)[2]["body"] == "B"
+    assert runner.reconcile().clean
+
+
+def test_before_images_that_keep_changing_end_in_a_conflict(
+    runner: SagaRunner, db_path: Path
+) -> None:
+    """Three reads, each made stale by another saga: the write is refused as a
+    conflict, and nothing of it is recorded."""
+    _create(runner, 2)
+    changes = iter(range(3))
+    original = runner.engine.log.vector_versions
+    nested = []
+
+    def moving(vector_ids: Any, conn: Any = None) -> Any:
+        seen = original(vector_ids, conn)
+        if conn is None and not nested:  # after the read: another saga writes the key
+            nested.append(True)
+            runner.update("notes", 2, {"body": f"other {next(changes)}"})
+            nested.pop()
+        return seen
+
+    runner.engine.log.vector_versions = moving  # type: ignore[method-assign]
+    with pytest.raises(SagaConflictError) as caught:
+        runner.update("notes", 2, {"body": "mine"}, document="mine")
+    runner.engine.log.vector_versions = original  # type: ignore[method-assign]
+
+    assert caught.value.key == 2
+    assert "kept changing" in str(caught.value)
+    assert rows(db_path)[2]["body"] == "other 2"
+    assert [s["state"] for s in saga_rows(db_path)] == ["synced"] * 4  # none of "mine"
     assert runner.reconcile().clean
