@@ -89,12 +89,21 @@ class Engine:
     """Runs sagas against one saga log and one vector store."""
 
     def __init__(
-        self, log: SagaLog, vectors: VectorStore, clock: Clock, lease: LeasePolicy
+        self,
+        log: SagaLog,
+        vectors: VectorStore,
+        clock: Clock,
+        lease: LeasePolicy,
+        *,
+        step_budget: float = 0.0,
     ) -> None:
+        """``step_budget``: the most one remote step may take, in seconds (a bounded
+        write and its read-back); the lease is renewed before a step if less is left."""
         self.log = log
         self.vectors = vectors
         self.clock = clock
         self.lease = lease
+        self.step_budget = step_budget
 
     def begin(
         self,
@@ -290,11 +299,13 @@ class Engine:
         return self.log.advance(saga, moves, local=local, hashes=hashes)
 
     def _renew_if_due(self, saga: SagaRecord) -> SagaRecord:
-        """Renew the lease before a remote step if less than half of it is left."""
+        """Renew the lease before a remote step if less than half of it is left, or
+        less than the step may take."""
         if saga.lease_expires_at is None:
             return saga
         left = (parse_stamp(saga.lease_expires_at) - self.clock.now()).total_seconds()
-        return self.log.renew(saga) if left < self.lease.ttl / 2 else saga
+        due = left < max(self.lease.ttl / 2, self.step_budget)
+        return self.log.renew(saga) if due else saga
 
     # -- backward ---------------------------------------------------------------------
 

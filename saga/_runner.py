@@ -66,7 +66,8 @@ class SagaRunner:
         self.lease = lease
         self.limits = limits
         self.definitions = dict(definitions)
-        self.engine = Engine(log, vectors, clock, lease)
+        bound = getattr(vectors, "call_bound", None)  # remote stores bound their calls
+        self.engine = Engine(log, vectors, clock, lease, step_budget=2 * (bound or 0.0))
         self._specs: dict[str, TableSpec] = {}
         self._columns: dict[str, check.TableShape] = {}
         self._lock = threading.Lock()

@@ -20,6 +20,7 @@ from freezegun import freeze_time
 
 from saga import (
     CompensationError,
+    Item,
     LeaseLostError,
     LeasePolicy,
     RetryPolicy,
@@ -29,6 +30,7 @@ from saga import (
     failpoints,
 )
 from saga._clock import parse_stamp, stamp
+from steps import DEFINITIONS
 from tests._probe import history, run_worker, saga_row, saga_rows
 from tests.conftest import rows, saga_state, vec, vector_ids
 
@@ -411,3 +413,34 @@ def test_a_runner_recovers_its_own_saga_left_compensating(
 
     assert report.compensated_ids == (caught.value.saga_id,)
     assert vector_ids(leased) == set()
+
+
+@pytest.mark.parametrize(
+    ("step_budget", "renewals"),
+    [(0.0, 0), (20.0, 1)],
+    ids=["embedded-no-budget", "server-20s-budget"],
+)
+def test_the_lease_is_renewed_before_a_step_that_could_outlive_it(
+    leased: SagaRunner, step_budget: float, renewals: int
+) -> None:
+    """17 s of a 30 s lease are left when the vector step starts: more than half, so
+    only a step that may take 20 s (a 10 s call bound, write and read-back) renews."""
+    leased.engine.step_budget = step_budget
+    renewed: list[str] = []
+    real_renew = leased.log.renew
+
+    def counting_renew(saga: Any) -> Any:
+        renewed.append(saga.saga_id)
+        return real_renew(saga)
+
+    leased.log.renew = counting_renew  # type: ignore[method-assign]
+    with freeze_time(T0) as clock:
+        item = Item(key=5, row={"body": "b"}, embedding=tuple(vec(5)), document="b")
+        saga, ctx = leased.engine.begin(
+            DEFINITIONS["create"], leased.spec("notes"), "create", [item]
+        )
+        clock.move_to(T0 + dt.timedelta(seconds=TTL - 17))
+        settled = leased.engine.drive(DEFINITIONS["create"], saga, ctx)
+
+    assert settled.saga.state == "synced"
+    assert renewed == [saga.saga_id] * renewals
