@@ -124,12 +124,9 @@ class Engine:
         preloads = [p for p in (getattr(s, "preload", None) for s in definition.steps) if p]
         for attempt in range(PRELOAD_ATTEMPTS):
             ctx = SagaContext(saga_id=saga_id, op=op, spec=spec, items=items, vectors=self.vectors)
-            if preloads and attempt == 0:
-                # What SQLite alone refuses (a conflict, a missing row) is refused
-                # before Chroma is read, naming the key, as inside `pending`.
-                self.log.precheck(spec, keys, self._local_checks(definition, ctx))
+            versions = self._versions(definition, ctx, precheck=attempt == 0)
             for preload in preloads:
-                preload(ctx, self.log.vector_versions)
+                preload(ctx, versions)
             failpoints.hit("after:preload")
             try:
                 saga = self.log.begin(
@@ -151,14 +148,24 @@ class Engine:
             key=keys[0] if len(keys) == 1 else None,
         )
 
-    @staticmethod
-    def _local_checks(definition: SagaDefinition, ctx: SagaContext) -> Callable[[Any], None]:
+    def _versions(
+        self, definition: SagaDefinition, ctx: SagaContext, *, precheck: bool
+    ) -> Callable[[list[str]], dict[str, tuple[Any, ...]]]:
+        """What a preload calls before it reads a remote store: the vectors' versions.
+        The first time, what SQLite alone refuses (a conflict, a missing row) is refused
+        first, naming the key as inside `pending`, so Chroma is not read for nothing."""
+
         def check(conn: Any) -> None:
             for step in definition.steps:
                 if step.local:
                     step.prepare(ctx, conn)
 
-        return check
+        def versions(vector_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+            if precheck:
+                self.log.precheck(ctx.spec, [item.key for item in ctx.items], check)
+            return self.log.vector_versions(vector_ids)
+
+        return versions
 
     def _preparer(
         self,

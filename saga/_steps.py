@@ -10,9 +10,10 @@ repeat them after a crash), and ``compensate`` must be harmless if ``forward`` n
 ran or only partly ran. A remote step may also offer ``forward_many(contexts)``: the
 forward action of many sagas in shared requests, which recovery uses for groups, and
 ``preload(ctx, versions)``: reads a remote store needs before ``pending`` (such as
-before-images), made *outside* SQLite's write lock. It first records
-``versions(vector_ids)`` in ``ctx.observed``; ``pending`` is only recorded if those
-versions are unchanged inside its transaction, otherwise the saga begins again.
+before-images), made *outside* SQLite's write lock. Before it reads, it records
+``versions(vector_ids)`` in ``ctx.observed`` (which first refuses what SQLite alone
+can refuse); ``pending`` is only recorded if those versions are unchanged inside its
+transaction, otherwise the saga begins again.
 """
 
 from __future__ import annotations
