@@ -70,6 +70,7 @@ from saga._errors import (
     VectorStoreUnavailable,
 )
 from saga._ports import QueryHit, VectorRecord
+from stores.sqlite import make_private_folder
 
 T = TypeVar("T")
 LOCK_NAME = ".saga-embedded.lock"
@@ -324,7 +325,7 @@ class ChromaVectorStore:
     ) -> ChromaVectorStore:
         """A ``PersistentClient`` on ``path`` (created 0700), locked against other processes."""
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_folder(folder)
         _EmbeddedLock.acquire(folder)
         try:
             client = chromadb.PersistentClient(

@@ -58,6 +58,20 @@ def translated(saga_id: str | None = None) -> Iterator[None]:
         raise translate(exc, saga_id) from exc
 
 
+def make_private_folder(folder: Path) -> None:
+    """Create ``folder`` and each missing parent with mode 0700 (``mkdir(parents=True,
+    mode=...)`` gives the mode to the last folder only; the parents get the umask's)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for created in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            created.mkdir(mode=0o700)
+
+
 class Database:
     """The application's SQLite file, with the saga log tables in it."""
 
@@ -82,7 +96,7 @@ class Database:
         if not target.exists():
             if not create:
                 raise ConfigurationError(f"no database at {target}", field="db")
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_folder(target.parent)
             os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
         elif not _looks_like_sqlite(target, empty_ok=create):
             raise ConfigurationError(f"{target} is not a SQLite database", field="db")

@@ -58,7 +58,7 @@ def write_one_note(runner: SagaRunner) -> None:
 
 
 def test_a_database_the_library_creates_is_owner_only(tmp_path: Path, umask: int) -> None:
-    db = tmp_path / "new" / "app.db"  # the folder does not exist yet either
+    db = tmp_path / "new" / "deeper" / "app.db"  # the folders do not exist yet either
     with SagaRunner.open(db, retry=RetryPolicy.disabled()) as runner:
         write_one_note(runner)
         wal, shm = Path(f"{db}-wal"), Path(f"{db}-shm")
@@ -69,6 +69,7 @@ def test_a_database_the_library_creates_is_owner_only(tmp_path: Path, umask: int
         assert mode(wal) == 0o600
         assert mode(shm) == 0o600
         assert mode(db.parent) == 0o700
+        assert mode(db.parent.parent) == 0o700  # every folder it made, not only the last
 
 
 def test_a_chroma_folder_the_library_creates_is_owner_only(tmp_path: Path, umask: int) -> None:
@@ -81,12 +82,14 @@ def test_a_chroma_folder_the_library_creates_is_owner_only(tmp_path: Path, umask
         lock = default / ".saga-embedded.lock"
         assert mode(lock) == 0o600
 
-    chosen = tmp_path / "deep" / "chroma"
+    chosen = tmp_path / "deep" / "deeper" / "chroma"
     with SagaRunner.open(
         tmp_path / "app.db", chroma_path=chosen, retry=RetryPolicy.disabled()
     ) as runner:
         runner.create("notes", {"id": 2, "body": "y"}, embedding=vec(2))
         assert mode(chosen) == 0o700
+        assert mode(chosen.parent) == 0o700
+        assert mode(chosen.parent.parent) == 0o700
 
 
 def test_an_existing_database_keeps_the_mode_its_owner_gave_it(tmp_path: Path) -> None:
