@@ -161,9 +161,16 @@ class Engine:
                     step.prepare(ctx, conn)
 
         def versions(vector_ids: list[str]) -> dict[str, tuple[Any, ...]]:
-            if precheck:
-                self.log.precheck(ctx.spec, [item.key for item in ctx.items], check)
-            return self.log.vector_versions(vector_ids)
+            if not precheck:
+                return self.log.vector_versions(vector_ids)
+            seen: dict[str, tuple[Any, ...]] = {}
+
+            def check_then_read(conn: Any) -> None:  # one read transaction for both
+                check(conn)
+                seen.update(self.log.vector_versions(vector_ids, conn))
+
+            self.log.precheck(ctx.spec, [item.key for item in ctx.items], check_then_read)
+            return seen
 
         return versions
 

@@ -445,21 +445,30 @@ def test_before_images_that_keep_changing_end_in_a_conflict(
     conflict, and nothing of it is recorded."""
     _create(runner, 2)
     changes = iter(range(3))
-    original = runner.engine.log.vector_versions
+    real = runner.engine.vectors
     nested = []
 
-    def moving(vector_ids: Any, conn: Any = None) -> Any:
-        seen = original(vector_ids, conn)
-        if conn is None and not nested:  # after the read: another saga writes the key
-            nested.append(True)
-            runner.update("notes", 2, {"body": f"other {next(changes)}"})
-            nested.pop()
-        return seen
+    class MovingVectors:
+        """The real store; right after each before-image read (outside the write
+        lock), another saga updates the same key."""
 
-    runner.engine.log.vector_versions = moving  # type: ignore[method-assign]
-    with pytest.raises(SagaConflictError) as caught:
-        runner.update("notes", 2, {"body": "mine"}, document="mine")
-    runner.engine.log.vector_versions = original  # type: ignore[method-assign]
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def get(self, *args: Any, **kwargs: Any) -> Any:
+            found = real.get(*args, **kwargs)
+            if not nested:
+                nested.append(True)
+                runner.update("notes", 2, {"body": f"other {next(changes)}"})
+                nested.pop()
+            return found
+
+    runner.engine.vectors = MovingVectors()  # type: ignore[assignment]
+    try:
+        with pytest.raises(SagaConflictError) as caught:
+            runner.update("notes", 2, {"body": "mine"}, document="mine")
+    finally:
+        runner.engine.vectors = real
 
     assert caught.value.key == 2
     assert "kept changing" in str(caught.value)
