@@ -330,17 +330,8 @@ class SqliteSagaLog:
         if conn is None:
             with self.db.read() as own:
                 return self.vector_versions(vector_ids, own)
-        found: dict[str, tuple[Any, ...]] = {}
-        for chunk in _chunks(list(vector_ids)):
-            marks = ",".join("?" * len(chunk))
-            rows = conn.execute(
-                "SELECT vector_id, saga_id, sync_status, content_hash, updated_at "
-                f"FROM vector_sync_state WHERE vector_id IN ({marks})",
-                tuple(chunk),
-            )
-            for row in rows:
-                found[row[0]] = tuple(row[1:])
-        return found
+        columns = "saga_id, sync_status, content_hash, updated_at"
+        return _sync_state_columns(conn, columns, vector_ids)
 
     def save_progress(self, saga: SagaRecord, applied: set[int]) -> None:
         """Record the vector sub-batches applied so far, renewing the lease."""
@@ -494,17 +485,24 @@ class SqliteSagaLog:
         self, conn: sqlite3.Connection, vector_ids: Sequence[str]
     ) -> dict[str, tuple[str | None, str | None]]:
         """(content hash, content JSON) last synced for each known vector id."""
-        found: dict[str, tuple[str | None, str | None]] = {}
-        for chunk in _chunks(list(vector_ids)):
-            marks = ",".join("?" * len(chunk))
-            rows = conn.execute(
-                "SELECT vector_id, content_hash, content FROM vector_sync_state "
-                f"WHERE vector_id IN ({marks})",
-                tuple(chunk),
-            )
-            for row in rows:
-                found[row[0]] = (row[1], row[2])
-        return found
+        found = _sync_state_columns(conn, "content_hash, content", vector_ids)
+        return {vector_id: (row[0], row[1]) for vector_id, row in found.items()}
+
+
+def _sync_state_columns(
+    conn: sqlite3.Connection, columns: str, vector_ids: Sequence[str]
+) -> dict[str, tuple[Any, ...]]:
+    """``columns`` (a literal list, never user input) of each known vector id."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for chunk in _chunks(list(vector_ids)):
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT vector_id, {columns} FROM vector_sync_state WHERE vector_id IN ({marks})",
+            tuple(chunk),
+        )
+        for row in rows:
+            found[row[0]] = tuple(row[1:])
+    return found
 
 
 def _spec(row: sqlite3.Row) -> TableSpec:
