@@ -37,26 +37,23 @@ def load_average() -> list[float] | None:
         return None
 
 
+def _git(*args: str) -> str:
+    """The output of one git command in the repository this bench belongs to."""
+    return subprocess.run(
+        ["git", *args],  # noqa: S607  # fixed argv
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.strip()
+
+
 def library_revision() -> str:
     """The git commit the library was measured at, marked if saga/steps/stores differ."""
-    root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607  # fixed argv
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "saga", "steps", "stores"],  # noqa: S607
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--", "saga", "steps", "stores")
     except (OSError, subprocess.SubprocessError):
         return "library: unknown revision"
     return f"library at {head}{' + uncommitted changes' if dirty else ''}"
