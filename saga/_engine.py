@@ -124,7 +124,7 @@ class Engine:
         preloads = [p for p in (getattr(s, "preload", None) for s in definition.steps) if p]
         for attempt in range(PRELOAD_ATTEMPTS):
             ctx = SagaContext(saga_id=saga_id, op=op, spec=spec, items=items, vectors=self.vectors)
-            versions = self._versions(definition, ctx, precheck=attempt == 0)
+            versions = self._versions(definition, ctx, keys, precheck=attempt == 0)
             for preload in preloads:
                 preload(ctx, versions)
             failpoints.hit("after:preload")
@@ -149,7 +149,7 @@ class Engine:
         )
 
     def _versions(
-        self, definition: SagaDefinition, ctx: SagaContext, *, precheck: bool
+        self, definition: SagaDefinition, ctx: SagaContext, keys: list[Any], *, precheck: bool
     ) -> Callable[[list[str]], dict[str, tuple[Any, ...]]]:
         """What a preload calls before it reads a remote store: the vectors' versions.
         The first time, what SQLite alone refuses (a conflict, a missing row) is refused
@@ -169,7 +169,7 @@ class Engine:
                 check(conn)
                 seen.update(self.log.vector_versions(vector_ids, conn))
 
-            self.log.precheck(ctx.spec, [item.key for item in ctx.items], check_then_read)
+            self.log.precheck(ctx.spec, keys, check_then_read)
             return seen
 
         return versions
