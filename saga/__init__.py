@@ -38,8 +38,14 @@ from saga._machine import (
     SagaDefinition,
     SagaMachine,
 )
-from saga._ports import TableSpec, VectorRecord
-from saga._results import QueryResult, ReconcileReport, RecoveryReport, SagaResult
+from saga._ports import SagaRecord, TableSpec, VectorRecord
+from saga._results import (
+    QueryResult,
+    ReconcileReport,
+    RecoveryReport,
+    SagaResult,
+    TableCounts,
+)
 from saga._runner import SagaRunner
 from saga._steps import Item, SagaContext, Step
 
@@ -76,6 +82,7 @@ __all__ = [
     "SagaDefinition",
     "SagaError",
     "SagaMachine",
+    "SagaRecord",
     "SagaResult",
     "SagaRunner",
     "SqliteOptions",
@@ -83,6 +90,7 @@ __all__ = [
     "Step",
     "StoreError",
     "SystemClock",
+    "TableCounts",
     "TableSpec",
     "ValidationError",
     "VectorRecord",

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from saga import _inspect
+from saga import inspect as _inspect
 from saga._errors import ConfigurationError, SagaError
 from saga._runner import SagaRunner
 from saga._validation import identifier, quote

@@ -17,6 +17,14 @@ class SagaResult:
 
 
 @attrs.frozen
+class TableCounts:
+    """How many rows a tracked table holds, and how many vectors its collection."""
+
+    rows: int
+    vectors: int
+
+
+@attrs.frozen
 class QueryResult:
     """One row found by semantic search, with its vector's distance."""
 

@@ -31,9 +31,23 @@ from saga._errors import (
     ValidationError,
 )
 from saga._machine import SagaDefinition
-from saga._ports import Database, Key, SagaLog, SagaRecord, TableSpec, VectorStore
+from saga._ports import (
+    Database,
+    Key,
+    SagaLog,
+    SagaRecord,
+    TableSpec,
+    VectorRecord,
+    VectorStore,
+)
 from saga._recovery import DEFAULT_MAX_ATTEMPTS
-from saga._results import QueryResult, ReconcileReport, RecoveryReport, SagaResult
+from saga._results import (
+    QueryResult,
+    ReconcileReport,
+    RecoveryReport,
+    SagaResult,
+    TableCounts,
+)
 from saga._steps import Item
 
 
@@ -534,6 +548,59 @@ class SagaRunner:
         self.close()
 
     # -- reads ------------------------------------------------------------------------
+
+    def tracked(self) -> list[TableSpec]:
+        """Every tracked table's configuration, by table name."""
+        self._ensure_open()
+        return self.log.all_tracked()
+
+    def in_flight(self) -> list[SagaRecord]:
+        """Every saga not yet settled (``synced`` or ``failed``), oldest first."""
+        self._ensure_open()
+        return self.log.in_flight()
+
+    def definition(self, name: str) -> SagaDefinition:
+        """The saga definition registered under ``name`` (built-in or ``register``ed)."""
+        found = self.definitions.get(name)
+        if found is None:
+            raise ConfigurationError(f"no saga definition {name!r}", field="definition")
+        return found
+
+    def row(self, table: str, key: Key) -> dict[str, Any] | None:
+        """The committed row of ``table`` under ``key``, or None."""
+        from saga._validation import quote  # noqa: PLC0415
+
+        spec = self.spec(table)
+        checked = check.key(key, "key", self.limits)
+        with self.database.read() as conn:
+            found = conn.execute(
+                f"SELECT * FROM {quote(spec.table)} WHERE {quote(spec.key)} = ?", (checked,)
+            ).fetchone()
+        return None if found is None else dict(found)
+
+    def vectors_of(
+        self, table: str, keys: Sequence[Key], *, embeddings: bool = False
+    ) -> dict[Key, VectorRecord]:
+        """The vectors Chroma holds for these keys of ``table`` (absent ones left out)."""
+        spec = self.spec(table)
+        checked = [check.key(k, "keys", self.limits, i) for i, k in enumerate(keys)]
+        by_id = {spec.vector_id(k): k for k in checked}
+        found = self.vectors.get(spec.collection, list(by_id), embeddings=embeddings)
+        return {by_id[vid]: record for vid, record in found.items()}
+
+    def count(self, table: str) -> TableCounts:
+        """Rows in ``table`` and vectors in its collection."""
+        from saga._validation import quote  # noqa: PLC0415
+
+        spec = self.spec(table)
+        with self.database.read() as conn:
+            rows = conn.execute(f"SELECT COUNT(*) FROM {quote(spec.table)}").fetchone()[0]
+        counter = getattr(self.vectors, "count", None)
+        if counter is not None:
+            vectors = int(counter(spec.collection))
+        else:
+            vectors = sum(len(p) for p in self.vectors.iter_records(spec.collection, 1000))
+        return TableCounts(rows=int(rows), vectors=vectors)
 
     def query(
         self,

@@ -20,7 +20,7 @@ import attrs
 from rich.console import Console
 from rich.progress import Progress
 
-from saga import _inspect
+from saga import inspect as _inspect
 from saga._config import RetryPolicy
 from saga._results import ReconcileReport, RecoveryReport
 from saga._runner import SagaRunner
