@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from saga._compose import builtin_definitions
 from saga.cli import EXIT_USAGE, cli
 from saga.diagram import FORMATS, GraphvizMissingError, write_all
 
@@ -29,7 +30,7 @@ from saga.diagram import FORMATS, GraphvizMissingError, write_all
 def diagram(out: Path, fmt: str) -> None:
     """Write one diagram per saga definition (plus a README.md for mermaid); print paths."""
     try:
-        paths = write_all(out, fmt)
+        paths = write_all(out, fmt, definitions=builtin_definitions())
     except GraphvizMissingError as exc:
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(EXIT_USAGE) from exc

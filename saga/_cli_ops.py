@@ -195,10 +195,10 @@ def show(saga_id: str, db: Path, as_json: bool, diagram_file: Path | None) -> No
 
 
 def _write_saga_diagram(data: dict[str, Any], target: Path) -> None:
+    from saga._compose import builtin_definitions  # noqa: PLC0415
     from saga.diagram import render_saga  # noqa: PLC0415
-    from steps import DEFINITIONS  # noqa: PLC0415
 
-    definition = DEFINITIONS.get(data["definition"])
+    definition = builtin_definitions().get(data["definition"])
     if definition is None:
         raise SagaError(f"no built-in definition {data['definition']!r} to draw")
     path = [(h["from_state"], h["event"], h["to_state"]) for h in data["history"]]

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -31,6 +29,7 @@ from saga._errors import (
     ValidationError,
 )
 from saga._machine import SagaDefinition
+from saga._owner import lease_owner_id
 from saga._ports import (
     Database,
     Key,
@@ -49,11 +48,6 @@ from saga._results import (
     TableCounts,
 )
 from saga._steps import Item
-
-
-def lease_owner_id() -> str:
-    """``host:pid:token``: the host and pid let recovery see a dead owner at once."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 class SagaRunner:

@@ -97,18 +97,13 @@ def render_saga(
 
 
 def write_all(
-    out_dir: Path, fmt: str = "mermaid", *, definitions: Mapping[str, SagaDefinition] | None = None
+    out_dir: Path, fmt: str = "mermaid", *, definitions: Mapping[str, SagaDefinition]
 ) -> list[Path]:
     """Write one ``<name>.<ext>`` per definition into ``out_dir`` and return the paths.
 
-    ``definitions`` defaults to the dual-write ones in ``steps.DEFINITIONS``. For
-    mermaid a ``README.md`` embedding every diagram is written too.
+    For mermaid a ``README.md`` embedding every diagram is written too. (``saga diagram``
+    passes the built-in dual-write definitions; this module knows none of its own.)
     """
-    if definitions is None:
-        # saga reaches steps only lazily, so the engine never depends on its plug-ins.
-        from steps.definitions import DEFINITIONS  # noqa: PLC0415
-
-        definitions = DEFINITIONS
     # Draw everything before writing anything: a missing `dot` leaves no half-written folder.
     drawings = {name: render(definition, fmt) for name, definition in definitions.items()}
     out_dir.mkdir(parents=True, exist_ok=True)

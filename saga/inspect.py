@@ -5,21 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from saga._clock import Clock, SystemClock, parse_stamp
+from saga._clock import SystemClock, parse_stamp
+from saga._compose import open_log
 from saga._errors import SagaError
 from saga._machine import TERMINAL
 from saga._payload import loads
-
-
-def open_log(db_path: str | os.PathLike[str], clock: Clock | None = None) -> Any:
-    """The saga log of an existing saga database, never creating one (composition root)."""
-    from saga._config import LeasePolicy, SqliteOptions  # noqa: PLC0415
-    from saga._runner import lease_owner_id  # noqa: PLC0415
-    from stores.saga_log import SqliteSagaLog  # noqa: PLC0415
-    from stores.sqlite import Database  # noqa: PLC0415
-
-    database = Database.open(db_path, SqliteOptions(), create=False)
-    return SqliteSagaLog(database, clock or SystemClock(), LeasePolicy(), lease_owner_id())
 
 
 def status(db_path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -258,7 +258,7 @@ def test_render_saga_refuses_what_the_machine_does_not_allow() -> None:
 
 
 def test_readme_embeds_every_diagram(tmp_path: Path) -> None:
-    paths = write_all(tmp_path)
+    paths = write_all(tmp_path, definitions=DEFINITIONS)
     assert paths[-1] == tmp_path / "README.md"
     readme = paths[-1].read_text()
     for name in DEFINITIONS:
@@ -271,6 +271,8 @@ def test_readme_embeds_every_diagram(tmp_path: Path) -> None:
 def test_drawing_never_imports_chromadb(tmp_path: Path) -> None:
     script = (
         "import sys; from pathlib import Path; from saga.diagram import write_all; "
-        f"write_all(Path({str(tmp_path)!r})); assert 'chromadb' not in sys.modules, 'chromadb'"
+        "from steps import DEFINITIONS; "
+        f"write_all(Path({str(tmp_path)!r}), definitions=DEFINITIONS); "
+        "assert 'chromadb' not in sys.modules, 'chromadb'"
     )
     subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True)

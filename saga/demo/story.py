@@ -314,7 +314,7 @@ def _diagrams(
     console: Console, runner: SagaRunner, paths: Paths, tally: Tally
 ) -> tuple[list[Path], list[Path]]:
     show.heading(console, 8, "State diagrams")
-    drawn = write_all(paths.diagrams, "mermaid")
+    drawn = write_all(paths.diagrams, "mermaid", definitions=_definitions(runner))
     show.note(
         console, f"{len(drawn)} files in {paths.diagrams}: {', '.join(p.name for p in drawn)}"
     )
@@ -323,6 +323,12 @@ def _diagrams(
         for label, saga_id in sorted(tally.pictures.items(), reverse=True)
     ]
     return drawn, pictures
+
+
+def _definitions(runner: SagaRunner) -> dict[str, Any]:
+    """The definitions this runner runs, by name (the built-in dual writes)."""
+    names = ("create", "update", "delete", "create_many", "update_many", "delete_many")
+    return {name: runner.definition(name) for name in names}
 
 
 def _picture(console: Console, runner: SagaRunner, paths: Paths, label: str, saga_id: str) -> Path:
