@@ -1,9 +1,12 @@
 """Named failpoints: deterministic fault injection for tests and the demo.
 
 Code calls ``hit("after:pending")`` at interesting moments. Nothing happens unless the
-point is armed, by the ``SAGA_FAILPOINTS`` environment variable (read at import, so a
-subprocess inherits it) or by ``armed(...)`` in-process. The spec is a ``;``-separated
-list of ``name=action`` where action is one of:
+point is armed, in-process by ``armed(...)`` or ``configure(...)``, or from the
+``SAGA_FAILPOINTS`` environment variable by an explicit ``load_from_env()`` call, which
+only test workers and the demo's worker make. Importing the library never reads the
+variable: one stray ``SAGA_FAILPOINTS=after:pending=kill`` in a production environment
+must not be able to SIGKILL the application. The spec is a ``;``-separated list of
+``name=action`` where action is one of:
 
 - ``raise``          raise ``FailpointError``
 - ``raise:KIND``     raise the error registered for KIND by a store adapter
@@ -66,6 +69,16 @@ def configure(spec: str) -> None:
         _armed.update(table)
 
 
+def load_from_env() -> None:
+    """Arm the failpoints named in ``SAGA_FAILPOINTS``, replacing any armed ones.
+
+    For test and demo worker processes only: a parent arms a child by setting the
+    variable, and the child opts in by calling this first thing. Unset or empty, it
+    disarms every point. A malformed spec raises ValueError.
+    """
+    configure(os.environ.get(ENV_VAR, ""))
+
+
 @contextmanager
 def armed(spec: str) -> Iterator[None]:
     """Arm failpoints for the duration of a ``with`` block, then restore the previous set."""
@@ -122,6 +135,3 @@ def _fire(name: str, action: str) -> None:
         time.sleep(float(arg))
         return
     raise FailpointError(f"{name} (unknown action {action!r})")
-
-
-configure(os.environ.get(ENV_VAR, ""))

@@ -2,6 +2,9 @@
 
     python -m tests._crash_worker DB CHROMA_DIR KEY
 
+It arms the variable's failpoints itself (``failpoints.load_from_env()``): the library
+never reads it on import.
+
 Exit codes: 0 the create returned, 1 it raised (the error is printed on stderr),
 86 a failpoint's ``exit`` fired, -9 (as seen by the parent) a ``kill`` fired.
 """
@@ -10,11 +13,12 @@ from __future__ import annotations
 
 import sys
 
-from saga import RetryPolicy, SagaError, SagaRunner
+from saga import RetryPolicy, SagaError, SagaRunner, failpoints
 from tests._probe import worker_embedding
 
 
 def main(argv: list[str]) -> int:
+    failpoints.load_from_env()
     db, chroma_path, raw_key = argv
     key = int(raw_key)
     with SagaRunner.open(db, chroma_path=chroma_path, retry=RetryPolicy.disabled()) as runner:

@@ -97,7 +97,10 @@ def worker_embedding(key: int) -> list[float]:
 
 
 def start_worker(db: Path, chroma_path: Path, key: int, failpoints: str) -> subprocess.Popen[str]:
-    """Start creating note ``key`` in a child process with ``SAGA_FAILPOINTS=failpoints``."""
+    """Start creating note ``key`` in a child process with ``SAGA_FAILPOINTS=failpoints``.
+
+    The child (``tests._crash_worker``) arms them with ``failpoints.load_from_env()``.
+    """
     env = {**os.environ, "SAGA_FAILPOINTS": failpoints}
     return subprocess.Popen(
         [sys.executable, "-m", "tests._crash_worker", str(db), str(chroma_path), str(key)],

@@ -1,7 +1,8 @@
 """A writer process for crash tests: it runs sagas until a failpoint or SIGKILL ends it.
 
 Run as ``python -m tests._recovery_worker MODE DB CHROMA [options]`` from the repo
-root. Failpoints come from the SAGA_FAILPOINTS environment variable.
+root. Failpoints come from the SAGA_FAILPOINTS environment variable, armed by
+``failpoints.load_from_env()`` first thing (the library never reads it on import).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from saga import RetryPolicy, SagaError, SagaRunner
+from saga import RetryPolicy, SagaError, SagaRunner, failpoints
 
 DIM = 4
 
@@ -136,6 +137,7 @@ def runner_keys(runner: SagaRunner) -> list[int]:
 
 
 def main(argv: list[str]) -> int:
+    failpoints.load_from_env()
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["op", "workload", "recover"])
     parser.add_argument("db")

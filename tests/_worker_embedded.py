@@ -3,16 +3,18 @@
     python -m tests._worker_embedded DB CHROMA_DIR
 
 Prints ``opened`` and exits 0, or prints ``<ErrorType>: <message>`` and exits 3.
+Like every test worker it arms ``SAGA_FAILPOINTS`` itself, if set.
 """
 
 from __future__ import annotations
 
 import sys
 
-from saga import RetryPolicy, SagaError, SagaRunner
+from saga import RetryPolicy, SagaError, SagaRunner, failpoints
 
 
 def main(argv: list[str]) -> int:
+    failpoints.load_from_env()
     db, chroma_path = argv
     try:
         runner = SagaRunner.open(db, chroma_path=chroma_path, retry=RetryPolicy.disabled())

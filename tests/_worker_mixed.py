@@ -5,7 +5,8 @@ Used by ``tests/test_concurrency.py`` from threads (``run``) and from processes:
     python -m tests._worker_mixed DB HOST PORT WORKER WRITES SEED
 
 which opens ``SagaRunner.open(DB, chroma_host=HOST, chroma_port=PORT)`` and prints one
-JSON object: the acknowledged writes, the refusals, and anything unexpected.
+JSON object: the acknowledged writes, the refusals, and anything unexpected. Like every
+test worker it arms ``SAGA_FAILPOINTS`` itself, if set (``run`` in a thread does not).
 
 Each worker owns ``OWN_KEYS`` keys nobody else writes (it knows their state, so it
 never expects a refusal there), and shares ``SHARED_KEYS`` with every other worker
@@ -29,6 +30,7 @@ from saga import (
     SagaError,
     SagaRunner,
     SqliteStoreError,
+    failpoints,
 )
 
 OWN_KEYS = 12
@@ -117,6 +119,7 @@ def _write(
 
 
 def main(argv: list[str]) -> int:
+    failpoints.load_from_env()
     db, host, port, worker, writes, seed = argv
     with SagaRunner.open(db, chroma_host=host, chroma_port=int(port)) as runner:
         runner.track("notes")

@@ -6,7 +6,9 @@ It opens the work folder's stores itself (the parent has closed them: an embedde
 Chroma folder admits one process at a time), runs ``OP`` (create, create_many, update
 or delete) on the records read as JSON from stdin, and exits 0 if the write returned,
 1 if it raised (the error on stderr). With a ``kill`` failpoint armed the parent sees
--9 instead: the saga is left in flight for ``saga recover``.
+-9 instead: the saga is left in flight for ``saga recover``. The worker opts in to
+``SAGA_FAILPOINTS`` explicitly (``failpoints.load_from_env()``): the library itself never
+reads the variable.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import attrs
 
+from saga import failpoints
 from saga._config import RetryPolicy
 from saga._errors import SagaError
 from saga.demo.app import Paths, open_runner
@@ -26,6 +29,7 @@ from saga.demo.writes import WRITES
 
 
 def main(argv: list[str]) -> int:
+    failpoints.load_from_env()
     workdir, op = argv
     records = [Record(**entry) for entry in json.load(sys.stdin)]
     # One try: a worker exists to be killed, not to wait out retries.
