@@ -70,7 +70,7 @@ def test_final_reconcile_is_clean(demo_run: tuple[Path, subprocess.CompletedProc
     with SagaRunner.open(
         workdir / "knowledge.db", chroma_path=workdir / "chroma", create=False
     ) as runner:
-        assert runner.log.in_flight() == []
+        assert runner.in_flight() == []
         report = runner.reconcile(fix=False)
         assert report.clean, report
         assert report.orphan_vectors == report.missing_vectors == report.drift == ()

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import attrs
 
-from saga._config import RetryPolicy
-from saga._runner import SagaRunner
+from saga import RetryPolicy, SagaRunner
 from saga.demo.embedder import DIMENSION
 
 SCHEMA = """

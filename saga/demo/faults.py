@@ -17,11 +17,14 @@ import attrs
 from rich.console import Console
 
 import saga
-from saga import failpoints
-from saga._errors import DataIntegrityError, SagaError, ValidationError
-from saga._results import SagaResult
-from saga._runner import SagaRunner
-from saga._validation import quote
+from saga import (
+    DataIntegrityError,
+    SagaError,
+    SagaResult,
+    SagaRunner,
+    ValidationError,
+    failpoints,
+)
 from saga.demo import show
 from saga.demo.app import Paths
 from saga.demo.corpus import Record
@@ -172,16 +175,10 @@ def _cause(exc: DataIntegrityError) -> str:
 
 def _left_behind(runner: SagaRunner, records: Sequence[Record]) -> tuple[int, int]:
     """How many of ``records`` have a row in SQLite, and a vector in Chroma."""
-    spec = runner.spec(records[0].table)
+    table = records[0].table
     keys = [record.key for record in records]
-    marks = ",".join("?" * len(keys))
-    with runner.database.read() as conn:
-        rows = conn.execute(
-            f"SELECT COUNT(*) FROM {quote(spec.table)} WHERE {quote(spec.key)} IN ({marks})",
-            keys,
-        ).fetchone()[0]
-    vectors = runner.vectors.get(spec.collection, [spec.vector_id(key) for key in keys])
-    return int(rows), len(vectors)
+    rows = sum(runner.row(table, key) is not None for key in keys)
+    return rows, len(runner.vectors_of(table, keys))
 
 
 def _left_text(rows: int, vectors: int) -> str:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from saga._results import ReconcileReport, RecoveryReport
+from saga import ReconcileReport, RecoveryReport
 
 
 def heading(console: Console, number: int, title: str) -> None:

@@ -20,11 +20,8 @@ import attrs
 from rich.console import Console
 from rich.progress import Progress
 
+from saga import ReconcileReport, RecoveryReport, RetryPolicy, SagaRunner
 from saga import inspect as _inspect
-from saga._config import RetryPolicy
-from saga._results import ReconcileReport, RecoveryReport
-from saga._runner import SagaRunner
-from saga._validation import quote
 from saga.demo import show
 from saga.demo.app import TABLES, Paths, create_tables, open_runner
 from saga.demo.corpus import MODULES, Record, load
@@ -208,7 +205,7 @@ def _status(console: Console, paths: Paths) -> None:
 
 def _stuck(console: Console, runner: SagaRunner, paths: Paths) -> list[_Stuck]:
     stuck = []
-    for saga in runner.log.in_flight():
+    for saga in runner.in_flight():
         data = _inspect.show(paths.db, saga.saga_id)
         payload = data["payload"] or {"keys": [], "items": 0}
         stuck.append(
@@ -230,20 +227,12 @@ def _stuck(console: Console, runner: SagaRunner, paths: Paths) -> list[_Stuck]:
 
 def _counts(console: Console, runner: SagaRunner, when: str) -> tuple[int, int]:
     """Rows and vectors per table, side by side; returns the totals."""
-    counts = {table.name: _store_counts(runner, table.name) for table in TABLES}
-    rows = [[name, n_rows, n_vectors] for name, (n_rows, n_vectors) in counts.items()]
+    counts = {table.name: runner.count(table.name) for table in TABLES}
+    rows = [[name, c.rows, c.vectors] for name, c in counts.items()]
     console.print(
         show.table(f"the two stores {when}", ["table", "#SQLite rows", "#Chroma vectors"], rows)
     )
-    return sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values())
-
-
-def _store_counts(runner: SagaRunner, table: str) -> tuple[int, int]:
-    spec = runner.spec(table)
-    with runner.database.read() as conn:
-        rows = conn.execute(f"SELECT COUNT(*) FROM {quote(spec.table)}").fetchone()[0]
-    vectors = sum(len(page) for page in runner.vectors.iter_records(spec.collection, 1000))
-    return int(rows), vectors
+    return sum(c.rows for c in counts.values()), sum(c.vectors for c in counts.values())
 
 
 # -- 5. recovery, 6. reconcile -----------------------------------------------------------
@@ -335,7 +324,7 @@ def _picture(console: Console, runner: SagaRunner, paths: Paths, label: str, sag
     """Draw one saga with its path from the history table, as ``saga show --diagram`` does."""
     data = _inspect.show(paths.db, saga_id)
     moves = [(h["from_state"], h["event"], h["to_state"]) for h in data["history"]]
-    drawing = render_saga(runner.definitions[data["definition"]], data["state"], moves, "mermaid")
+    drawing = render_saga(runner.definition(data["definition"]), data["state"], moves, "mermaid")
     target = paths.diagrams / f"saga-{label}-{saga_id}.mmd"
     if isinstance(drawing, bytes):
         target.write_bytes(drawing)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from saga._results import SagaResult
-from saga._runner import SagaRunner
+from saga import SagaResult, SagaRunner
 from saga.demo.corpus import Record
 from saga.demo.embedder import embed
 
