@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from saga._compose import builtin_definitions
-from saga.cli import EXIT_USAGE, cli
+from saga.cli._common import EXIT_USAGE
 from saga.diagram import FORMATS, GraphvizMissingError, write_all
 
 
-@cli.command("diagram")
+@click.command("diagram")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

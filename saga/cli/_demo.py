@@ -1,4 +1,10 @@
-"""``saga demo``: run the library's story in a fresh work folder and print it."""
+"""``saga demo``: run the library's story in a fresh work folder and print it.
+
+``saga.demo`` is imported when the command runs, not when the CLI is: the other
+commands (and ``import saga.cli``) should not pay for the corpus, the story and the
+workers. Its two numbers below are therefore repeated from ``saga.demo``;
+``tests/test_cli_package.py`` checks that they agree.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,16 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from saga._errors import SagaError
-from saga.cli import EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE, cli
-from saga.demo import DEFAULT_RECORDS, MIN_RECORDS, DemoUsageError, run_demo
+from saga import SagaError
+from saga.cli._common import EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE
+
+MIN_RECORDS = 30
+"""``saga.demo.MIN_RECORDS``: fewer leave too few to inject every fault into."""
+DEFAULT_RECORDS = 300
+"""``saga.demo.DEFAULT_RECORDS``."""
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -35,6 +45,9 @@ def demo(workdir: Path, records: int) -> None:
     server, no network). Exit 0 only if the final reconcile is clean, recovery left
     nothing in flight and the summary's counts add up; 1 otherwise.
     """
+    # Here, not at the top: see the module docstring.
+    from saga.demo import DemoUsageError, run_demo  # noqa: PLC0415
+
     # Wide when piped, so table rows stay on one line in logs.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
     try:

@@ -2,6 +2,11 @@
 
 Exit codes: 0 consistent / done; 1 something is left unresolved or inconsistent (the
 report says what); 2 bad usage (unknown flag, bad duration, missing or non-saga db).
+
+Each command family lives in its own module (``_inspect``, ``_recover``, ``_reconcile``,
+``_diagram``, ``_demo``) and is added to the group here, by name; those modules import
+only ``saga.cli._common``, never this module, so there is no cycle and no command
+depends on import order. ``python -m saga`` and ``python -m saga.cli`` run ``main``.
 """
 
 from __future__ import annotations
@@ -12,7 +17,14 @@ import sys
 import click
 from loguru import logger
 
-EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE = 0, 1, 2
+from saga.cli._common import EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE
+from saga.cli._demo import demo
+from saga.cli._diagram import diagram
+from saga.cli._inspect import show, status
+from saga.cli._reconcile import reconcile
+from saga.cli._recover import recover
+
+__all__ = ["EXIT_OK", "EXIT_UNRESOLVED", "EXIT_USAGE", "cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,14 +40,14 @@ def cli(verbose: bool) -> None:
         logger.enable("saga")
 
 
+cli.add_command(status)
+cli.add_command(show)
+cli.add_command(recover)
+cli.add_command(reconcile)
+cli.add_command(diagram)
+cli.add_command(demo)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(standalone_mode=True)
-
-
-# Each command family lives in its own module and registers itself on `cli` when
-# imported; they import `cli` from here, hence the import at the bottom.
-from saga import _cli_demo, _cli_diagram, _cli_ops  # noqa: E402, F401
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,125 @@
+"""What every ``saga`` command shares: exit codes, options, output, errors, progress.
+
+The command modules import from here and never from ``saga.cli`` itself: the group
+module imports them, so a name flowing back would be an import cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.progress import Progress
+
+from saga import ConfigurationError, SagaError, SagaRunner
+
+EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE = 0, 1, 2
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+class Duration(click.ParamType[dt.timedelta]):
+    """``45s``, ``30m``, ``1h``, ``2d``, ``0s``."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> dt.timedelta:
+        if isinstance(value, dt.timedelta):
+            return value
+        match = _DURATION.match(str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a duration like 45s, 30m, 1h, 2d", param, ctx)
+        amount, unit = match.groups()
+        return dt.timedelta(**{_UNITS[unit]: int(amount)})
+
+
+def out() -> Console:
+    """The console tables are printed on."""
+    # No markup (saga data may hold brackets); wide when piped so ids are not cut.
+    return Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``saga: message`` on stderr and exit with ``code``."""
+    click.echo(f"saga: {message}", err=True)
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def errors_mapped() -> Iterator[None]:
+    """A missing or non-saga database is a usage error (2); other saga errors are 1."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except SagaError as exc:
+        fail(str(exc), EXIT_UNRESOLVED)
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as one JSON object (what ``--json`` promises)."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+db_option = click.option(
+    "--db",
+    "db",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The application's SQLite database holding the saga log.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+def chroma_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--chroma-path`` or ``--chroma-host`` with ``--chroma-port``: where Chroma is."""
+    func = click.option(
+        "--chroma-port", type=int, envvar="SAGA_CHROMA_PORT", help="Chroma server port."
+    )(func)
+    func = click.option(
+        "--chroma-host", envvar="SAGA_CHROMA_HOST", help="Chroma server host (server mode)."
+    )(func)
+    return click.option(
+        "--chroma-path",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Embedded Chroma folder (the application's PersistentClient path).",
+    )(func)
+
+
+def open_runner(
+    db: Path, chroma_path: Path | None, chroma_host: str | None, chroma_port: int | None
+) -> SagaRunner:
+    """A runner on an existing saga database and the Chroma the flags name."""
+    if (chroma_path is None) == (chroma_host is None):
+        raise click.UsageError("give exactly one of --chroma-path or --chroma-host/--chroma-port")
+    if chroma_path is not None and not chroma_path.is_dir():
+        raise click.UsageError(f"no Chroma folder at {chroma_path}")
+    if chroma_host is not None and chroma_port is None:
+        raise click.UsageError("--chroma-host needs --chroma-port")
+    return SagaRunner.open(
+        db,
+        chroma_path=chroma_path,
+        chroma_host=chroma_host,
+        chroma_port=chroma_port,
+        create=False,
+    )
+
+
+@contextlib.contextmanager
+def progress(total: int, label: str, enabled: bool) -> Iterator[Callable[..., None]]:
+    """A progress bar on a terminal; a no-op in JSON mode or when piped."""
+    if not enabled or not sys.stdout.isatty() or total == 0:
+        yield lambda *_args: None
+        return
+    with Progress(transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda step=1, *_args: bar.advance(task, step)
