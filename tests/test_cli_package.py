@@ -1,17 +1,20 @@
-"""``saga.cli`` as a package: how it is run and what it imports."""
+"""``saga.cli`` as a package: how it is run, what it imports, and ``show --diagram``."""
 
 from __future__ import annotations
 
 import ast
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
-from saga.cli import cli
+from saga.cli import EXIT_USAGE, cli
+from tests.test_cli import saga_ids
 from tests.test_recovery import ROOT, crash_once
 
 COMMANDS = {"status", "show", "recover", "reconcile", "diagram", "demo"}
@@ -70,6 +73,48 @@ def test_the_demo_options_repeat_the_demos_own_numbers() -> None:
     from saga.cli import _demo  # noqa: PLC0415
 
     assert (_demo.MIN_RECORDS, _demo.DEFAULT_RECORDS) == (demo.MIN_RECORDS, demo.DEFAULT_RECORDS)
+
+
+# -- show --diagram: the suffix says the format ----------------------------------------
+
+
+def show_diagram(crashed: Path, target: Path) -> tuple[int, str]:
+    saga_id = saga_ids(crashed)[-1]
+    args = ["show", saga_id, "--db", str(crashed / "app.db"), "--diagram", str(target)]
+    result = CliRunner().invoke(cli, args)
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "opening", "other"),
+    [("saga.mmd", "stateDiagram-v2", "digraph"), ("saga.dot", "digraph", "stateDiagram")],
+)
+def test_show_diagram_writes_the_format_its_suffix_names(
+    crashed: Path, tmp_path: Path, name: str, opening: str, other: str
+) -> None:
+    code, text = show_diagram(crashed, tmp_path / name)
+    assert code == 0, text
+    drawing = (tmp_path / name).read_text()
+    # Mermaid may open with a `---` front-matter title; the diagram line follows it.
+    assert any(line.startswith(opening) for line in drawing.splitlines()[:4]), drawing
+    assert other not in drawing
+    assert f"diagram written to {tmp_path / name}" in text
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's `dot` is not installed")
+def test_show_diagram_svg(crashed: Path, tmp_path: Path) -> None:
+    code, text = show_diagram(crashed, tmp_path / "saga.svg")
+    assert code == 0, text
+    assert "<svg" in (tmp_path / "saga.svg").read_text()
+
+
+@pytest.mark.parametrize("name", ["saga.png", "saga", "saga.mermaid"])
+def test_show_diagram_refuses_an_unknown_suffix(crashed: Path, tmp_path: Path, name: str) -> None:
+    code, text = show_diagram(crashed, tmp_path / name)
+    assert code == EXIT_USAGE
+    for suffix in (".mmd", ".dot", ".svg"):
+        assert suffix in text
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- imports: public API only, no cycle --------------------------------------------------

@@ -27,7 +27,10 @@ from saga.cli._common import (
     out,
     print_json,
 )
-from saga.diagram import render_saga
+from saga.diagram import EXTENSIONS, render_saga
+
+_FORMAT_OF_SUFFIX = {f".{suffix}": fmt for fmt, suffix in EXTENSIONS.items()}
+"""``.mmd`` -> mermaid, ``.dot`` -> dot, ``.svg`` -> svg: the file says what it holds."""
 
 
 @click.command()
@@ -67,6 +70,18 @@ def _print_status(data: dict[str, Any]) -> None:
         )
 
 
+def _diagram_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Refuse a suffix that names no format before anything is read or written."""
+    if value is not None and value.suffix.lower() not in _FORMAT_OF_SUFFIX:
+        *others, last = (f"{s} ({fmt})" for s, fmt in _FORMAT_OF_SUFFIX.items())
+        raise click.BadParameter(
+            f"{str(value)!r}: the suffix says the format: {', '.join(others)} or {last}",
+            ctx,
+            param,
+        )
+    return value
+
+
 @click.command()
 @click.argument("saga_id")
 @db_option
@@ -75,7 +90,9 @@ def _print_status(data: dict[str, Any]) -> None:
     "--diagram",
     "diagram_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write this saga's state diagram, its path marked (.mmd Mermaid, .svg Graphviz).",
+    callback=_diagram_file,
+    help="Write this saga's state diagram, its path marked "
+    "(.mmd Mermaid, .dot Graphviz DOT, .svg needs Graphviz).",
 )
 def show(saga_id: str, db: Path, as_json: bool, diagram_file: Path | None) -> None:
     """One saga: state, lease, attempts, payload summary and history."""
@@ -100,7 +117,7 @@ def _write_saga_diagram(data: dict[str, Any], target: Path) -> None:
     if definition is None:
         raise SagaError(f"no built-in definition {data['definition']!r} to draw")
     path = [(h["from_state"], h["event"], h["to_state"]) for h in data["history"]]
-    fmt = "svg" if target.suffix == ".svg" else "mermaid"
+    fmt = _FORMAT_OF_SUFFIX[target.suffix.lower()]
     drawing = render_saga(definition, data["state"], path, fmt)
     if isinstance(drawing, bytes):
         target.write_bytes(drawing)
