@@ -20,6 +20,8 @@
   call ends within ``max(RetryPolicy.timeout, ChromaTimeouts.call)`` seconds (``Budget``).
   Retrying a write is safe: ``upsert`` under a deterministic id and ``delete`` by id are
   idempotent.
+- ``bounded_call`` puts these together for one call, between the failpoints
+  ``chroma.<point>`` and ``chroma.<point>.after`` (hit on every attempt).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, TypeVar
 import httpx
 import stamina
 
+from saga import failpoints
 from saga._config import ChromaTimeouts, RetryPolicy
 from saga._errors import VectorStoreError, VectorStoreTimeout
 from stores._chroma_errors import translate
@@ -116,6 +119,34 @@ def retrying(policy: RetryPolicy, attempt: Callable[[], T]) -> T:
 
 def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, VectorStoreError) and exc.transient
+
+
+def bounded_call(
+    point: str,
+    action: Callable[[], T],
+    *,
+    remote: bool,
+    retry: RetryPolicy,
+    timeouts: ChromaTimeouts,
+) -> T:
+    """One Chroma call named ``point``: failpoints, the deadline, translation, retries.
+
+    Returns or raises within ``max(retry.timeout, timeouts.call)`` seconds if ``remote``;
+    an embedded call runs in the caller's thread, uncut.
+    """
+    budget = Budget(max(retry.timeout, timeouts.call) if remote else 0.0)
+
+    def attempt() -> T:
+        failpoints.hit(f"chroma.{point}")
+        if remote:
+            seconds = budget.slice(timeouts.call, point)
+            result = within(seconds, point, lambda: translated(action, remote=True))
+        else:
+            result = translated(action, remote=False)
+        failpoints.hit(f"chroma.{point}.after")
+        return result
+
+    return retrying(retry, attempt)
 
 
 def bound_session(client: Any, timeouts: ChromaTimeouts) -> httpx.Client | None:
