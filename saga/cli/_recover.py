@@ -66,7 +66,7 @@ def recover(
         print_json(data)
     else:
         _print_recovery(data)
-    sys.exit(EXIT_OK if report.failed == 0 else EXIT_UNRESOLVED)
+    sys.exit(EXIT_OK if report.clean else EXIT_UNRESOLVED)
 
 
 def _print_recovery(data: dict[str, Any]) -> None:
@@ -74,8 +74,11 @@ def _print_recovery(data: dict[str, Any]) -> None:
     table = Table(title="recovery" + (" (dry run: nothing changed)" if data["dry_run"] else ""))
     table.add_column("outcome")
     table.add_column("sagas", justify="right")
-    for name in ("resumed", "compensated", "failed", "skipped"):
-        table.add_row(name, str(data[name]))
+    # The report's counts, in the order it declares them (its ids, errors and flags
+    # are the other fields), so the table follows the report's own words.
+    for name, value in data.items():
+        if type(value) is int:
+            table.add_row(name, str(value))
     console.print(table)
     for saga_id, error in data["errors"].items():
         console.print(f"  {saga_id}: {error}")
