@@ -32,8 +32,8 @@ def reconcile(db: str, chroma: str) -> dict[str, Any]:
     base = rss_mb()
     with SagaRunner.open(db, chroma_path=chroma) as runner:
         opened = rss_mb()
-        spec = runner.log.all_tracked()[0]
-        runner.vectors.get(spec.collection, [spec.vector_id(0)])  # Chroma loads it here
+        spec = runner.tracked()[0]
+        runner.stores.vectors.get(spec.collection, [spec.vector_id(0)])  # Chroma loads it here
         loaded, early_peak = rss_mb(), peak_mb()
         exact = reset_peak()
         reports: list[Any] = []

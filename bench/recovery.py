@@ -50,16 +50,16 @@ def plant(folder: Path, count: int) -> tuple[Path, Path]:
                 document=record.document,
                 metadata=dict(record.metadata),
             )
-            saga, ctx = r.engine.begin(definition, spec, "create", [item])
+            saga, ctx = r._services.engine.begin(definition, spec, "create", [item])
             if index % 3:
                 applied.append((saga, ctx))
         vectors = [ctx.new_vector(ctx.items[0]) for _saga, ctx in applied]
-        for part in chunked(vectors, r.vectors.max_batch_size()):
-            r.vectors.upsert(spec.collection, part)
+        for part in chunked(vectors, r.stores.vectors.max_batch_size()):
+            r.stores.vectors.upsert(spec.collection, part)
         step = "write_vectors"
         moves = [(step, machine_for(definition).next_state(PENDING, step))]
         for saga, _ctx in applied[1::2]:
-            r.log.advance(saga, moves)
+            r.stores.log.advance(saga, moves)
     release_chroma()
     conn = sqlite3.connect(db)
     with conn:
@@ -80,7 +80,7 @@ def measure(folder: Path, count: int) -> dict[str, Any]:
         reports: list[Any] = []
         seconds = timed(lambda: reports.append(runner.recover()))
         report = reports[0]
-        with runner.database.read() as conn:
+        with runner.stores.log.db.read() as conn:
             rows = conn.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
             left = conn.execute(
                 "SELECT COUNT(*) FROM saga_instances WHERE state NOT IN ('synced', 'failed')"

@@ -1,8 +1,9 @@
 """Crash-safe dual writes to SQLite and ChromaDB, modelled as persisted sagas.
 
-The engine: the state machine, the runner, recovery, reconciliation, errors, clock,
-diagrams and CLI. It depends on protocols; the adapters in ``stores`` and the steps in
-``steps`` are wired in by ``SagaRunner.open``.
+The application API: ``SagaRunner``, its configuration, results and errors. Names for
+writing your own sagas live in ``saga.extend`` (re-exported here for compatibility).
+The engine depends on protocols; the adapters in ``stores`` and the steps in ``steps``
+are wired in by one composition root, ``saga._compose``.
 """
 
 from loguru import logger as _logger
@@ -39,6 +40,7 @@ from saga._machine import (
     SagaMachine,
 )
 from saga._ports import SagaRecord, TableSpec, VectorRecord
+from saga._recovery import Policy
 from saga._results import (
     QueryResult,
     ReconcileReport,
@@ -47,6 +49,7 @@ from saga._results import (
     TableCounts,
 )
 from saga._runner import SagaRunner
+from saga._services import Stores
 from saga._steps import Item, SagaContext, Step
 
 # Library etiquette: silent unless the application (or our CLI) enables "saga".
@@ -71,6 +74,7 @@ __all__ = [
     "LeaseLostError",
     "LeasePolicy",
     "Limits",
+    "Policy",
     "QueryResult",
     "ReconcileReport",
     "RecordExistsError",
@@ -89,6 +93,7 @@ __all__ = [
     "SqliteStoreError",
     "Step",
     "StoreError",
+    "Stores",
     "SystemClock",
     "TableCounts",
     "TableSpec",

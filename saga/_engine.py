@@ -9,10 +9,8 @@ definition's ``transitions`` machine before the saga log persists it.
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -35,14 +33,17 @@ from saga._machine import (
     machine_for,
 )
 from saga._payload import dumps
-from saga._ports import Move, SagaLog, SagaRecord, TableSpec, VectorRecord, VectorStore
-from saga._steps import Item, SagaContext, Step
+from saga._ports import LogUnit, Move, SagaLog, SagaRecord, Synced, TableSpec, VectorStore
+from saga._steps import Item, Preloading, SagaContext, Step, Syncing, Versions
 
 
 class Outcome(enum.Enum):
+    """How a drive ended: ``synced``, ``failed`` (compensated: neither store changed),
+    or ``unsettled`` (left in flight: a compensation failed, or a transient error)."""
+
     SYNCED = "synced"
-    FAILED = "failed"  # compensated: neither store changed
-    STUCK = "stuck"  # left in flight (compensation failed, or a transient error)
+    FAILED = "failed"
+    UNSETTLED = "unsettled"
 
 
 @attrs.frozen
@@ -53,19 +54,6 @@ class Settled:
     saga: SagaRecord
     error: SagaError | None = None
     compensating: bool = False  # the saga is persisted in `compensating`
-
-
-def content_of(record: VectorRecord) -> tuple[str, str]:
-    """A vector's document and metadata as canonical JSON, and its digest: what is
-    recorded as last synced, and what reconcile compares Chroma's copy against."""
-    metadata = {k: _stable(v) for k, v in (record.metadata or {}).items()}
-    body = json.dumps([record.document, metadata], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(body.encode()).hexdigest()[:32], body
-
-
-def _stable(value: object) -> object:
-    """Chroma keeps float metadata to about 15 significant digits: compare at that."""
-    return float(f"{value:.15g}") if isinstance(value, float) else value
 
 
 def as_saga_error(exc: BaseException) -> SagaError:
@@ -111,35 +99,29 @@ class Engine:
         spec: TableSpec,
         op: str,
         items: list[Item],
-        extra: Callable[[Any], None] | None = None,
     ) -> tuple[SagaRecord, SagaContext]:
         """T1: check preconditions, record before-images and intent as ``pending``.
 
-        Steps read what they need from remote stores first (``preload``), outside
+        Steps read what they need from remote stores first (``Preloading``), outside
         SQLite's write lock, so a slow Chroma never keeps other writers out. If a
         vector read that way was touched by another saga before ``pending`` could be
         recorded, the reads are made again (``PRELOAD_ATTEMPTS`` in all)."""
         saga_id = str(uuid.uuid4())
         keys = [item.key for item in items]
-        preloads = [p for p in (getattr(s, "preload", None) for s in definition.steps) if p]
+        preloads = [step for step in definition.steps if isinstance(step, Preloading)]
         for attempt in range(PRELOAD_ATTEMPTS):
             ctx = SagaContext(saga_id=saga_id, op=op, spec=spec, items=items, vectors=self.vectors)
             versions = self._versions(definition, ctx, keys, precheck=attempt == 0)
-            for preload in preloads:
-                preload(ctx, versions)
+            for step in preloads:
+                step.preload(ctx, versions)
             failpoints.hit("after:preload")
             try:
-                saga = self.log.begin(
-                    saga_id=saga_id,
-                    definition=definition.name,
-                    spec=spec,
-                    op=op,
-                    keys=keys,
-                    prepare=self._preparer(definition, ctx, op, extra),
-                )
+                with self.log.unit() as unit:  # no saga id in errors: it does not exist yet
+                    saga = self._record_pending(definition, ctx, unit)
             except _StaleRead:
                 logger.bind(saga_id=saga_id).debug("a vector changed while read: again")
                 continue
+            failpoints.hit("after:pending")
             logger.bind(saga_id=saga_id).debug("{} saga pending ({} items)", op, len(items))
             return saga, ctx
         raise SagaConflictError(
@@ -150,52 +132,44 @@ class Engine:
 
     def _versions(
         self, definition: SagaDefinition, ctx: SagaContext, keys: list[Any], *, precheck: bool
-    ) -> Callable[[list[str]], dict[str, tuple[Any, ...]]]:
+    ) -> Versions:
         """What a preload calls before it reads a remote store: the vectors' versions.
         The first time, what SQLite alone refuses (a conflict, a missing row) is refused
         first, naming the key as inside `pending`, so Chroma is not read for nothing."""
 
-        def check(conn: Any) -> None:
-            for step in definition.steps:
-                if step.local:
-                    step.prepare(ctx, conn)
-
         def versions(vector_ids: list[str]) -> dict[str, tuple[Any, ...]]:
-            if not precheck:
-                return self.log.vector_versions(vector_ids)
-            seen: dict[str, tuple[Any, ...]] = {}
-
-            def check_then_read(conn: Any) -> None:  # one read transaction for both
-                check(conn)
-                seen.update(self.log.vector_versions(vector_ids, conn))
-
-            self.log.precheck(ctx.spec, keys, check_then_read)
-            return seen
+            with self.log.reading() as unit:  # one read transaction for both
+                if precheck:
+                    unit.refuse_conflicts(ctx.spec, keys)
+                    for step in definition.steps:
+                        if step.local:
+                            step.prepare(ctx, unit)
+                return unit.vector_versions(vector_ids)
 
         return versions
 
-    def _preparer(
-        self,
-        definition: SagaDefinition,
-        ctx: SagaContext,
-        op: str,
-        extra: Callable[[Any], None] | None,
-    ) -> Callable[[Any], str]:
-        def prepare(txn: Any) -> str:
-            # First, before any step changes an item: were the preloaded reads current?
-            if ctx.observed is not None and (
-                self.log.vector_versions(list(ctx.observed), txn) != ctx.observed
-            ):
-                raise _StaleRead
-            # Local preconditions first (the row exists, or not): a refused write then
-            # names the key before a step looks at what it read from Chroma.
-            for step in sorted(definition.steps, key=lambda s: not s.local):
-                step.prepare(ctx, txn)
-            if extra is not None:
-                extra(txn)
-            return dumps(op, ctx.items)
-
-        return prepare
+    def _record_pending(
+        self, definition: SagaDefinition, ctx: SagaContext, unit: LogUnit
+    ) -> SagaRecord:
+        """Inside the ``pending`` transaction: refuse conflicts, check that preloaded
+        reads are current, let the steps check preconditions and record before-images,
+        then record the intent."""
+        keys = [item.key for item in ctx.items]
+        unit.refuse_conflicts(ctx.spec, keys)
+        if ctx.observed is not None and unit.vector_versions(list(ctx.observed)) != ctx.observed:
+            raise _StaleRead
+        # Local preconditions first (the row exists, or not): a refused write then
+        # names the key before a step looks at what it read from Chroma.
+        for step in sorted(definition.steps, key=lambda s: not s.local):
+            step.prepare(ctx, unit)
+        return unit.record_pending(
+            saga_id=ctx.saga_id,
+            definition=definition.name,
+            spec=ctx.spec,
+            op=ctx.op,
+            keys=keys,
+            payload=dumps(ctx.op, ctx.items),
+        )
 
     def drive(
         self,
@@ -215,9 +189,9 @@ class Engine:
         machine = machine_for(definition)
         cause: SagaError | None = None
         if compensate and saga.state != COMPENSATING and machine.can_compensate(saga.state):
-            saga, stuck = self._enter_compensation(machine, saga, "recovery policy: compensate")
-            if stuck is not None:
-                return stuck
+            saga, unsettled = self._enter_compensation(machine, saga, "recovery policy: compensate")
+            if unsettled is not None:
+                return unsettled
         while saga.state not in TERMINAL:
             if saga.state == COMPENSATING:
                 return self._compensate(machine, saga, ctx, cause)
@@ -232,14 +206,14 @@ class Engine:
                 logger.bind(saga_id=saga.saga_id).warning("step failed: {}", cause)
                 done, ctx.unrecorded = ctx.unrecorded, ()
                 reached = _checked_moves(machine, saga.state, done)[-1][1] if done else saga.state
-                if not machine.can_compensate(reached) or (
-                    leave_transient and getattr(cause, "transient", False)
-                ):
+                if not machine.can_compensate(reached) or (leave_transient and cause.transient):
                     self._note_error(saga, cause)
-                    return Settled(Outcome.STUCK, saga, cause)
-                saga, stuck = self._enter_compensation(machine, saga, str(cause), cause, done=done)
-                if stuck is not None:
-                    return stuck
+                    return Settled(Outcome.UNSETTLED, saga, cause)
+                saga, unsettled = self._enter_compensation(
+                    machine, saga, str(cause), cause, done=done
+                )
+                if unsettled is not None:
+                    return unsettled
         outcome = Outcome.SYNCED if saga.state == SYNCED else Outcome.FAILED
         return Settled(outcome, saga, cause)
 
@@ -256,7 +230,7 @@ class Engine:
             events = [step.name]
             if machine.step_from(machine.next_state(saga.state, step.name)) is None:
                 events.append(FINISH)  # fold T4 into the last step's transaction
-            return self._persist(machine, saga, ctx, events, local=self._local(step, ctx))
+            return self._persist(machine, saga, ctx, events, local=step)
         saga = self._renew_if_due(saga)
         current = saga
         ctx.save_progress = lambda applied: self.log.save_progress(current, applied)
@@ -286,18 +260,9 @@ class Engine:
         if machine.step_from(after) is None:
             events.append(FINISH)
         ctx.unrecorded = (step.name,)
-        saga = self._persist(machine, saga, ctx, events, local=self._local(following, ctx))
+        saga = self._persist(machine, saga, ctx, events, local=following)
         ctx.unrecorded = ()
         return saga
-
-    @staticmethod
-    def _local(step: Step, ctx: SagaContext) -> Callable[[Any], None]:
-        def local(txn: Any) -> None:
-            failpoints.hit(f"before:{step.name}")
-            step.forward(ctx, txn)
-            failpoints.hit(f"during:{step.name}")
-
-        return local
 
     def _persist(
         self,
@@ -306,11 +271,20 @@ class Engine:
         ctx: SagaContext,
         events: Sequence[str],
         *,
-        local: Callable[[Any], None] | None = None,
+        local: Step | None = None,
     ) -> SagaRecord:
+        """Persist ``events`` in one transaction, with the ``local`` step's work in it."""
         moves = _checked_moves(machine, saga.state, events)
-        hashes = _synced_hashes(ctx) if moves[-1][1] == SYNCED else None
-        return self.log.advance(saga, moves, local=local, hashes=hashes)
+        synced = _synced(machine.definition, ctx) if moves[-1][1] == SYNCED else None
+        with self.log.unit(saga.saga_id) as unit:
+            if local is not None:
+                failpoints.hit(f"before:{local.name}")
+                local.forward(ctx, unit)
+                failpoints.hit(f"during:{local.name}")
+            saga = unit.advance(saga, moves, synced=synced)
+        for _event, dest in moves:
+            failpoints.hit(f"after:{dest}")
+        return saga
 
     def _renew_if_due(self, saga: SagaRecord) -> SagaRecord:
         """Renew the lease before a remote step if less than half of it is left, or
@@ -337,13 +311,13 @@ class Engine:
         and nothing is undone (undoing unrecorded would mislead recovery)."""
         moves = _checked_moves(machine, saga.state, [*done, COMPENSATE])
         try:
-            entered = self.log.advance(saga, moves, error=reason, settle=True)
+            entered = self.log.advance(saga, moves, error=reason)
         except LeaseLostError:
             raise
         except Exception as exc:
             error = as_saga_error(exc)
             error.saga_id = saga.saga_id
-            return saga, Settled(Outcome.STUCK, saga, cause or error)
+            return saga, Settled(Outcome.UNSETTLED, saga, cause or error)
         origin = moves[-2][1] if done else saga.state
         return attrs.evolve(entered, compensating_from=origin), None
 
@@ -363,16 +337,16 @@ class Engine:
                 error.saga_id = saga.saga_id
                 logger.bind(saga_id=saga.saga_id).error("compensation failed: {}", error)
                 self._note_error(saga, error)
-                return Settled(Outcome.STUCK, saga, error, compensating=True)
+                return Settled(Outcome.UNSETTLED, saga, error, compensating=True)
         moves = _checked_moves(machine, saga.state, [COMPENSATED])
         try:
-            saga = self.log.advance(saga, moves, settle=True)
+            saga = self.log.advance(saga, moves)
         except LeaseLostError:
             raise
         except Exception as exc:
             error = as_saga_error(exc)
             error.saga_id = saga.saga_id
-            return Settled(Outcome.STUCK, saga, error, compensating=True)
+            return Settled(Outcome.UNSETTLED, saga, error, compensating=True)
         logger.bind(saga_id=saga.saga_id).info("saga compensated")
         return Settled(Outcome.FAILED, saga, cause)
 
@@ -401,10 +375,13 @@ def _steps_to_undo(machine: SagaMachine, saga: SagaRecord) -> list[Step]:
     return steps[: machine.position(origin) + 1]
 
 
-def _synced_hashes(ctx: SagaContext) -> dict[str, tuple[str, str] | None]:
-    if ctx.op == "delete":
-        return {ctx.vector_id(item): None for item in ctx.items}
-    return {ctx.vector_id(item): content_of(ctx.new_vector(item)) for item in ctx.items}
+def _synced(definition: SagaDefinition, ctx: SagaContext) -> Synced:
+    """What the steps say each vector holds once the saga is synced."""
+    synced: dict[str, Any] = {}
+    for step in definition.steps:
+        if isinstance(step, Syncing):
+            synced.update(step.synced(ctx))
+    return synced
 
 
 FAILED_STATES = frozenset({FAILED, COMPENSATING})

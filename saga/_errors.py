@@ -35,6 +35,9 @@ class SagaError(Exception):
     saga existed (bad input, configuration).
     """
 
+    transient: bool = False
+    """Whether retrying the same call later may succeed (a store briefly away)."""
+
     def __init__(self, message: str, *, saga_id: str | None = None) -> None:
         super().__init__(message)
         self.message = message

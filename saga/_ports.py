@@ -1,12 +1,14 @@
 """The ports: what the engine needs from the stores, as protocols and value objects.
 
-``saga`` depends on these and never on ``chromadb``; ``stores`` implements them.
+``saga`` depends on these and never on ``chromadb`` or ``sqlite3``; ``stores``
+implements them. No port hands out a database connection or takes a callback to run
+inside a transaction: work that must be atomic is asked of a ``LogUnit``, one SQLite
+transaction with typed operations, opened by the engine with ``log.unit()``.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -33,6 +35,17 @@ class TableSpec:
 
 
 @attrs.frozen
+class TableShape:
+    """What SQLite says about a table's columns, for checks before any write."""
+
+    names: tuple[str, ...]
+    required: tuple[str, ...]  # NOT NULL, no default, not the rowid alias
+    integer_keys: tuple[str, ...]  # INTEGER PRIMARY KEY columns (rowid aliases)
+    int_affinity: tuple[str, ...] = ()  # declared types SQLite reads as INTEGER
+    text_affinity: tuple[str, ...] = ()  # declared types SQLite reads as TEXT
+
+
+@attrs.frozen
 class VectorRecord:
     """One vector as Chroma stores it (embedding may be omitted when not read)."""
 
@@ -51,7 +64,16 @@ class QueryHit:
 
 
 class VectorStore(Protocol):
-    """The vector side of a dual write (the Chroma adapter implements it)."""
+    """The vector side of a dual write (the Chroma adapter implements it).
+
+    ``remote``: calls cross a network; ``call_bound``: the most one retried call may
+    take, in seconds (None when calls are not cut, as in-process ones are not).
+    """
+
+    remote: bool
+
+    @property
+    def call_bound(self) -> float | None: ...
 
     def max_batch_size(self) -> int: ...
 
@@ -68,6 +90,8 @@ class VectorStore(Protocol):
     ) -> list[QueryHit]: ...
 
     def iter_records(self, collection: str, page_size: int) -> Iterator[list[VectorRecord]]: ...
+
+    def count(self, collection: str) -> int: ...
 
     def dimension(self, collection: str) -> int | None: ...
 
@@ -93,15 +117,58 @@ class SagaRecord:
 
 
 Move = tuple[str, str]  # (event, destination state)
-LocalAction = Callable[[sqlite3.Connection], None]
+Synced = Mapping[str, VectorRecord | None]  # vector id -> as synced (None: deleted)
 
 
-class SagaLog(Protocol):
-    """The saga log (the SQLite adapter implements it); see ``stores.saga_log``."""
+class Rows(Protocol):
+    """The application's rows of tracked tables, inside one transaction."""
 
-    owner: str
+    def stored(self, spec: TableSpec, keys: Sequence[Key]) -> dict[Key, dict[str, Any]]:
+        """The stored rows of these keys, by key (absent keys left out)."""
 
-    def begin(
+    def insert(self, spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def update(self, spec: TableSpec, changes: Sequence[tuple[Key, Mapping[str, Any]]]) -> None:
+        """Set each key's columns to the given values."""
+
+    def delete(self, spec: TableSpec, keys: Sequence[Key]) -> None: ...
+
+    def by_links(self, spec: TableSpec, vector_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The rows whose vector-id column names one of ``vector_ids``, by vector id."""
+
+    def links(self, spec: TableSpec, keys: Sequence[Key]) -> dict[Key, Any]:
+        """Each stored key's vector-id column value (found by key)."""
+
+    def page(self, spec: TableSpec, after: Key | None, size: int) -> list[tuple[Key, Any]]:
+        """(key, vector-id column) of up to ``size`` rows after ``after``, in key order."""
+
+    def count(self, spec: TableSpec) -> int: ...
+
+
+class LogUnit(Protocol):
+    """One SQLite transaction of the saga log; a write unit holds SQLite's write lock.
+
+    Everything done through one unit commits together, or not at all (an exception
+    leaving the ``with`` block rolls it back).
+    """
+
+    @property
+    def rows(self) -> Rows:
+        """The tracked tables' rows, in this transaction."""
+
+    def refuse_conflicts(self, spec: TableSpec, keys: Sequence[Key]) -> None:
+        """Raise ``SagaConflictError`` if a saga in flight holds one of ``keys``."""
+
+    def vector_versions(self, vector_ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """Each known vector's version: changed by every saga that touches it."""
+
+    def in_flight_vectors(self, table: str) -> set[str]:
+        """Vector ids of ``table`` that a saga is writing right now."""
+
+    def synced_content(self, vector_ids: Sequence[str]) -> dict[str, tuple[str | None, ...]]:
+        """(content hash, content JSON) last synced for each known vector id."""
+
+    def record_pending(
         self,
         *,
         saga_id: str,
@@ -109,37 +176,58 @@ class SagaLog(Protocol):
         spec: TableSpec,
         op: str,
         keys: Sequence[Key],
-        prepare: Callable[[sqlite3.Connection], str],
-    ) -> SagaRecord: ...
+        payload: str,
+    ) -> SagaRecord:
+        """T1: the saga in ``pending`` with its lease, payload and history."""
 
     def advance(
         self,
         saga: SagaRecord,
         moves: Sequence[Move],
         *,
-        local: LocalAction | None = None,
         error: str | None = None,
-        hashes: Mapping[str, tuple[str, str] | None] | None = None,
-        settle: bool = False,
-    ) -> SagaRecord: ...
+        synced: Synced | None = None,
+    ) -> SagaRecord:
+        """Persist ``moves`` (checked against the machine). On ``synced``, record each
+        vector as synced (None: a deleted vector's row goes). Raises ``LeaseLostError``
+        if the saga left its state or changed owner."""
+
+    def set_dimension(self, table: str, dimension: int) -> None: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """For a custom step's own tables: one statement in this transaction, its rows.
+
+        The library's own SQL lives in ``stores``; this is the door for an extension's
+        (an audit table written with the pivot, say). Values must be bound, never
+        formatted into ``sql``."""
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class SagaLog(Protocol):
+    """The saga log (the SQLite adapter implements it); see ``stores.saga_log``."""
+
+    owner: str
+
+    def unit(self, saga_id: str | None = None) -> AbstractContextManager[LogUnit]:
+        """A write transaction (errors name ``saga_id``)."""
+
+    def reading(self) -> AbstractContextManager[LogUnit]:
+        """A read transaction: one consistent snapshot."""
+
+    def advance(
+        self, saga: SagaRecord, moves: Sequence[Move], *, error: str | None = None
+    ) -> SagaRecord:
+        """``moves`` in a transaction of their own, retried while the database is
+        locked (recording a compensation must not be given up lightly)."""
 
     def save_progress(self, saga: SagaRecord, applied: set[int]) -> None: ...
-
-    def vector_versions(
-        self, vector_ids: Sequence[str], conn: sqlite3.Connection | None = None
-    ) -> dict[str, tuple[Any, ...]]: ...
-
-    def precheck(
-        self, spec: TableSpec, keys: Sequence[Key], check: Callable[[sqlite3.Connection], None]
-    ) -> None: ...
 
     def record_error(self, saga: SagaRecord, error: str) -> None: ...
 
     def renew(self, saga: SagaRecord) -> SagaRecord: ...
 
     def release(self, saga: SagaRecord) -> None: ...
-
-    def claim(self, saga: SagaRecord) -> SagaRecord | None: ...
 
     def claim_many(self, sagas: Sequence[SagaRecord]) -> list[SagaRecord | None]: ...
 
@@ -149,28 +237,27 @@ class SagaLog(Protocol):
 
     def in_flight(self) -> list[SagaRecord]: ...
 
+    def vector_ids_of(self, saga_id: str) -> set[str]: ...
+
+    def counts(self) -> list[tuple[str, str, int]]:
+        """(table, state, sagas) for every table and state seen."""
+
+    def close(self) -> None: ...
+
+
+class TableCatalog(Protocol):
+    """The application's tables as SQLite describes them, and the tracked ones."""
+
+    def shape(self, table: str) -> TableShape | None:
+        """The table's columns, or None if there is no such table."""
+
+    def spelling(self, table: str) -> str | None:
+        """The table's name as created (SQLite names are case-insensitive)."""
+
     def tracked(self, table: str) -> TableSpec | None: ...
 
     def all_tracked(self) -> list[TableSpec]: ...
 
     def save_tracked(self, spec: TableSpec, *, migrate: bool) -> TableSpec: ...
 
-    def set_dimension(self, conn: sqlite3.Connection, table: str, dimension: int) -> None: ...
-
-    def in_flight_vectors(self, conn: sqlite3.Connection, table: str) -> set[str]: ...
-
-    def vector_ids_of(self, saga_id: str) -> set[str]: ...
-
-    def synced_content(
-        self, conn: sqlite3.Connection, vector_ids: Sequence[str]
-    ) -> dict[str, tuple[str | None, str | None]]: ...
-
-
-class Database(Protocol):
-    """The application's SQLite file (``stores.sqlite.Database`` implements it)."""
-
-    def read(self) -> AbstractContextManager[sqlite3.Connection]: ...
-
-    def write(self, saga_id: str | None = None) -> AbstractContextManager[sqlite3.Connection]: ...
-
-    def close(self) -> None: ...
+    def set_dimension(self, table: str, dimension: int) -> None: ...

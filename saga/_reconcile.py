@@ -26,18 +26,17 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from saga import _items, _writes
 from saga._clock import stamp
-from saga._engine import content_of
+from saga._content import content_of
 from saga._errors import SagaError
-from saga._ports import TableSpec, VectorRecord
+from saga._ports import Key, TableSpec, VectorRecord
+from saga._recovery import DEFAULT_MAX_ATTEMPTS, recover
 from saga._results import ReconcileReport
+from saga._services import Services
 from saga._steps import RESERVED_METADATA
-from saga._validation import quote
-
-if TYPE_CHECKING:
-    from saga._runner import SagaRunner
 
 Rebuild = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
 
@@ -94,7 +93,7 @@ class _Tally:
 
 
 def reconcile(
-    runner: SagaRunner,
+    services: Services,
     *,
     fix: bool,
     stuck_after: dt.timedelta,
@@ -102,17 +101,23 @@ def reconcile(
     rebuild: Rebuild | None,
     progress: Callable[[int], None] | None = None,
 ) -> ReconcileReport:
-    stuck = _stuck(runner, stuck_after)
+    stuck = _stuck(services, stuck_after)
     if fix and stuck:
-        runner.recover(older_than=stuck_after)
-        stuck = _stuck(runner, stuck_after)
+        recover(
+            services,
+            older_than=stuck_after,
+            policy="resume",
+            dry_run=False,
+            max_attempts=DEFAULT_MAX_ATTEMPTS,
+        )
+        stuck = _stuck(services, stuck_after)
     found = _Findings()
-    for spec in runner.log.all_tracked():
+    for spec in services.tables.all():
         tally = _Tally()
-        _scan_vectors(runner, spec, found, tally, page_size, progress)
-        _scan_rows(runner, spec, found, tally, page_size, progress)
+        _scan_vectors(services, spec, found, tally, page_size, progress)
+        _scan_rows(services, spec, found, tally, page_size, progress)
         if fix:
-            _fix(runner, spec, found, rebuild)
+            _fix(services, spec, found, rebuild)
     return ReconcileReport(
         orphan_vectors=tuple(found.orphans),
         missing_vectors=tuple(v for v, _ in found.missing),
@@ -125,13 +130,13 @@ def reconcile(
     )
 
 
-def _stuck(runner: SagaRunner, stuck_after: dt.timedelta) -> list[str]:
-    cutoff = stamp(runner.clock.now() - stuck_after)
-    return [s.saga_id for s in runner.log.in_flight() if s.created_at <= cutoff]
+def _stuck(services: Services, stuck_after: dt.timedelta) -> list[str]:
+    cutoff = stamp(services.clock.now() - stuck_after)
+    return [s.saga_id for s in services.log.in_flight() if s.created_at <= cutoff]
 
 
 def _scan_vectors(
-    runner: SagaRunner,
+    services: Services,
     spec: TableSpec,
     found: _Findings,
     tally: _Tally,
@@ -140,13 +145,13 @@ def _scan_vectors(
 ) -> None:
     """Every vector of the collection: has a row pointing at it? same content as synced?
     Each vector found under its row's id, and named by that row, is tallied."""
-    for page in runner.vectors.iter_records(spec.collection, page_size):
+    for page in services.vectors.iter_records(spec.collection, page_size):
         found.vectors += len(page)
         ids = [record.id for record in page]
-        with runner.database.read() as conn:
-            linked = _rows_pointing_at(conn, spec, page)
-            busy = runner.log.in_flight_vectors(conn, spec.table)
-            synced = runner.log.synced_content(conn, ids)
+        with services.log.reading() as unit:
+            linked = _rows_pointing_at(unit.rows, spec, page)
+            busy = unit.in_flight_vectors(spec.table)
+            synced = unit.synced_content(ids)
         for record in page:
             key = linked.get(record.id, _NO_ROW)
             if key is not _NO_ROW and spec.vector_id(key) == record.id:
@@ -164,7 +169,7 @@ def _scan_vectors(
 
 
 def _scan_rows(
-    runner: SagaRunner,
+    services: Services,
     spec: TableSpec,
     found: _Findings,
     tally: _Tally,
@@ -177,7 +182,7 @@ def _scan_rows(
     expected vector id is taken off the tally here. Rows whose bucket balances were all
     seen linked, so only the rows of unbalanced buckets (none when the stores agree)
     are looked up in Chroma, in a second pass over the rows in key order."""
-    for page in _row_pages(runner, spec, page_size):
+    for page in _row_pages(services, spec, page_size):
         found.rows += len(page)
         for key, _link in page:
             tally.take(spec.vector_id(key))
@@ -186,23 +191,23 @@ def _scan_rows(
     if tally.balanced():
         return
     batch: list[tuple[Any, Any]] = []
-    for page in _row_pages(runner, spec, page_size):
+    for page in _row_pages(services, spec, page_size):
         batch.extend(row for row in page if tally.unbalanced(spec.vector_id(row[0])))
         while len(batch) >= page_size:
-            _check_rows(runner, spec, found, batch[:page_size])
+            _check_rows(services, spec, found, batch[:page_size])
             del batch[:page_size]
     if batch:
-        _check_rows(runner, spec, found, batch)
+        _check_rows(services, spec, found, batch)
 
 
 def _check_rows(
-    runner: SagaRunner, spec: TableSpec, found: _Findings, rows: Sequence[tuple[Any, Any]]
+    services: Services, spec: TableSpec, found: _Findings, rows: Sequence[tuple[Any, Any]]
 ) -> None:
     """Look these rows' vectors up in Chroma; report those absent or not linked."""
     expected = {spec.vector_id(key): (key, link) for key, link in rows}
-    present = runner.vectors.get(spec.collection, list(expected))
-    with runner.database.read() as conn:
-        busy = runner.log.in_flight_vectors(conn, spec.table)
+    present = services.vectors.get(spec.collection, list(expected))
+    with services.log.reading() as unit:
+        busy = unit.in_flight_vectors(spec.table)
     for vector_id, (key, link) in expected.items():
         if vector_id in busy:
             continue
@@ -211,30 +216,20 @@ def _check_rows(
 
 
 def _row_pages(
-    runner: SagaRunner, spec: TableSpec, page_size: int
+    services: Services, spec: TableSpec, page_size: int
 ) -> Iterator[list[tuple[Any, Any]]]:
     """(key, vector_id column) of every row, in key order, a page at a time (keyset)."""
-    table, key, link = quote(spec.table), quote(spec.key), quote(spec.vector_id_column)
-    last: Any = None
+    last: Key | None = None
     while True:
-        with runner.database.read() as conn:
-            if last is None:
-                cursor = conn.execute(
-                    f"SELECT {key}, {link} FROM {table} ORDER BY {key} LIMIT ?", (page_size,)
-                )
-            else:
-                cursor = conn.execute(
-                    f"SELECT {key}, {link} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?",
-                    (last, page_size),
-                )
-            page = [(row[0], row[1]) for row in cursor]
+        with services.log.reading() as unit:
+            page = unit.rows.page(spec, last, page_size)
         if not page:
             return
         yield page
         last = page[-1][0]
 
 
-def _rows_pointing_at(conn: Any, spec: TableSpec, page: Sequence[VectorRecord]) -> dict[str, Any]:
+def _rows_pointing_at(rows: Any, spec: TableSpec, page: Sequence[VectorRecord]) -> dict[str, Any]:
     """vector id -> key of the row whose link column names it, found by primary key
     (the vector's ``sqlite_record_id``) rather than by scanning the link column,
     which the application's table need not index."""
@@ -243,50 +238,32 @@ def _rows_pointing_at(conn: Any, spec: TableSpec, page: Sequence[VectorRecord]) 
         metadata = record.metadata or {}
         if metadata.get("sqlite_table") == spec.table and "sqlite_record_id" in metadata:
             wanted[metadata["sqlite_record_id"]] = record.id
-    table, key, link = quote(spec.table), quote(spec.key), quote(spec.vector_id_column)
-    keys = list(wanted)
-    linked: dict[str, Any] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(f"SELECT {key}, {link} FROM {table} WHERE {key} IN ({marks})", chunk)
-        linked.update({row[1]: row[0] for row in rows if wanted.get(row[0]) == row[1]})
-    return linked
+    links = rows.links(spec, list(wanted))
+    return {link: key for key, link in links.items() if wanted.get(key) == link}
 
 
-def _linked_keys(conn: Any, spec: TableSpec, vector_ids: Sequence[str]) -> dict[str, Any]:
-    table, key, link = quote(spec.table), quote(spec.key), quote(spec.vector_id_column)
-    linked: dict[str, Any] = {}
-    for start in range(0, len(vector_ids), 500):
-        chunk = vector_ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(f"SELECT {link}, {key} FROM {table} WHERE {link} IN ({marks})", chunk)
-        linked.update({row[0]: row[1] for row in rows})
-    return linked
-
-
-def _fix(runner: SagaRunner, spec: TableSpec, found: _Findings, rebuild: Rebuild | None) -> None:
-    found.fixed.extend(_delete_orphans(runner, spec, found.orphans))
+def _fix(services: Services, spec: TableSpec, found: _Findings, rebuild: Rebuild | None) -> None:
+    found.fixed.extend(_delete_orphans(services, spec, found.orphans))
     for vector_id, key in [*found.drift, *found.missing]:
-        _rewrite(runner, spec, vector_id, key, found, rebuild)
+        _rewrite(services, spec, vector_id, key, found, rebuild)
 
 
-def _delete_orphans(runner: SagaRunner, spec: TableSpec, orphans: list[str]) -> list[str]:
+def _delete_orphans(services: Services, spec: TableSpec, orphans: list[str]) -> list[str]:
     """Delete orphans under SQLite's write lock, re-checked inside it."""
     deleted: list[str] = []
     for start in range(0, len(orphans), 500):
         chunk = orphans[start : start + 500]
-        with runner.database.write() as conn:
-            linked = _linked_keys(conn, spec, chunk)
-            busy = runner.log.in_flight_vectors(conn, spec.table)
+        with services.log.unit() as unit:  # SQLite's write lock: no saga starts meanwhile
+            linked = unit.rows.by_links(spec, chunk)
+            busy = unit.in_flight_vectors(spec.table)
             still = [v for v in chunk if v not in linked and v not in busy]
-            runner.vectors.delete(spec.collection, still)
+            services.vectors.delete(spec.collection, still)
         deleted.extend(still)
     return deleted
 
 
 def _rewrite(
-    runner: SagaRunner,
+    services: Services,
     spec: TableSpec,
     vector_id: str,
     key: Any,
@@ -295,11 +272,11 @@ def _rewrite(
 ) -> None:
     """Re-write one vector through an update saga (crash-safe like any write)."""
     try:
-        fields = _fresh_fields(runner, spec, vector_id, key, rebuild)
+        fields = _fresh_fields(services, spec, vector_id, key, rebuild)
         if fields is None:
             found.unfixable.append(vector_id)
             return
-        runner.update(spec.table, key, {}, **fields)
+        _update(services, spec.table, key, fields)
     except SagaError:
         found.unfixable.append(vector_id)
         return
@@ -307,7 +284,7 @@ def _rewrite(
 
 
 def _fresh_fields(
-    runner: SagaRunner,
+    services: Services,
     spec: TableSpec,
     vector_id: str,
     key: Any,
@@ -317,12 +294,13 @@ def _fresh_fields(
     embedding Chroma still holds with the document/metadata last synced (a missing
     vector's embedding is gone: only ``rebuild`` can make it again)."""
     if rebuild is not None:
-        row = _row(runner, spec, key)
+        with services.log.reading() as unit:
+            row = unit.rows.stored(spec, [key]).get(key, {})
         made = dict(rebuild(spec.table, row))
         return {k: made.get(k) for k in ("embedding", "document", "metadata")}
-    with runner.database.read() as conn:
-        synced = runner.log.synced_content(conn, [vector_id]).get(vector_id)
-    current = runner.vectors.get(spec.collection, [vector_id], embeddings=True).get(vector_id)
+    with services.log.reading() as unit:
+        synced = unit.synced_content([vector_id]).get(vector_id)
+    current = services.vectors.get(spec.collection, [vector_id], embeddings=True).get(vector_id)
     if synced is None or synced[1] is None or current is None:
         return None
     document, metadata = json.loads(synced[1])
@@ -337,9 +315,20 @@ def _caller_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if k not in RESERVED_METADATA}
 
 
-def _row(runner: SagaRunner, spec: TableSpec, key: Any) -> dict[str, Any]:
-    with runner.database.read() as conn:
-        row = conn.execute(
-            f"SELECT * FROM {quote(spec.table)} WHERE {quote(spec.key)} = ?", (key,)
-        ).fetchone()
-    return dict(row) if row is not None else {}
+def _update(services: Services, table: str, key: Any, fields: Mapping[str, Any]) -> None:
+    """An update saga that rewrites only the vector, as ``runner.update`` runs it."""
+    spec = services.tables.spec(table)
+    shape = services.tables.shape(spec.table)
+    item = _items.update_item(
+        spec,
+        shape,
+        services.limits,
+        key,
+        {},
+        fields.get("embedding"),
+        fields.get("document"),
+        fields.get("metadata"),
+        None,
+    )
+    definition = services.definitions["update"]
+    _writes.run(services, definition, spec, "update", [item])

@@ -16,8 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 import attrs
 from loguru import logger
@@ -29,10 +30,8 @@ from saga._machine import COMPENSATING, SagaDefinition, machine_for
 from saga._payload import loads
 from saga._ports import SagaRecord, TableSpec
 from saga._results import RecoveryReport
-from saga._steps import SagaContext
-
-if TYPE_CHECKING:
-    from saga._runner import SagaRunner
+from saga._services import Services
+from saga._steps import Grouping, Item, SagaContext, Step
 
 Policy = Literal["resume", "compensate"]
 DEFAULT_MAX_ATTEMPTS = 5
@@ -40,29 +39,34 @@ GROUP_SIZE = 256  # sagas claimed in one transaction and sharing Chroma requests
 
 
 def recover(
-    runner: SagaRunner,
+    services: Services,
     *,
     older_than: dt.timedelta,
     policy: Policy,
     dry_run: bool,
     max_attempts: int,
-    progress: Any = None,
+    progress: Callable[[], None] | None = None,
 ) -> RecoveryReport:
     if policy not in ("resume", "compensate"):
         raise ValidationError("must be 'resume' or 'compensate'", field="policy")
     if older_than < dt.timedelta(0):
         raise ValidationError("must not be negative", field="older_than")
-    now = runner.clock.now()
+    now = services.clock.now()
     cutoff = stamp(now - older_than)
-    buckets: dict[str, list[str]] = {"resumed": [], "compensated": [], "failed": [], "skipped": []}
+    buckets: dict[str, list[str]] = {
+        "resumed": [],
+        "compensated": [],
+        "unsettled": [],
+        "skipped": [],
+    }
     errors: dict[str, str] = {}
-    candidates = [s for s in runner.log.in_flight() if s.created_at <= cutoff]
+    candidates = [s for s in services.log.in_flight() if s.created_at <= cutoff]
     takeable = []
     for saga in candidates:
-        if not owner_is_gone(saga, runner.log.owner, now):
+        if not owner_is_gone(saga, services.log.owner, now):
             buckets["skipped"].append(saga.saga_id)
         elif dry_run:
-            buckets[_predicted(runner, saga, policy)].append(saga.saga_id)
+            buckets[_predicted(services, saga, policy)].append(saga.saga_id)
         else:
             takeable.append(saga)
             continue
@@ -70,7 +74,7 @@ def recover(
             progress()
     for start in range(0, len(takeable), GROUP_SIZE):
         group = takeable[start : start + GROUP_SIZE]
-        for saga_id, (bucket, error) in _settle_group(runner, group, policy, max_attempts):
+        for saga_id, (bucket, error) in _settle_group(services, group, policy, max_attempts):
             buckets[bucket].append(saga_id)
             if error is not None:
                 errors[saga_id] = error
@@ -79,11 +83,11 @@ def recover(
     return RecoveryReport(
         resumed=len(buckets["resumed"]),
         compensated=len(buckets["compensated"]),
-        failed=len(buckets["failed"]),
+        unsettled=len(buckets["unsettled"]),
         skipped=len(buckets["skipped"]),
         resumed_ids=tuple(buckets["resumed"]),
         compensated_ids=tuple(buckets["compensated"]),
-        failed_ids=tuple(buckets["failed"]),
+        unsettled_ids=tuple(buckets["unsettled"]),
         skipped_ids=tuple(buckets["skipped"]),
         errors=errors,
         dry_run=dry_run,
@@ -128,10 +132,10 @@ def _is_zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
-def _predicted(runner: SagaRunner, saga: SagaRecord, policy: Policy) -> str:
-    definition = runner.definitions.get(saga.definition)
+def _predicted(services: Services, saga: SagaRecord, policy: Policy) -> str:
+    definition = services.definitions.get(saga.definition)
     if definition is None:
-        return "failed"
+        return "unsettled"
     machine = machine_for(definition)
     if saga.state == COMPENSATING or (
         policy == "compensate" and machine.can_compensate(saga.state)
@@ -141,15 +145,15 @@ def _predicted(runner: SagaRunner, saga: SagaRecord, policy: Policy) -> str:
 
 
 def _settle_group(
-    runner: SagaRunner, group: list[SagaRecord], policy: Policy, max_attempts: int
+    services: Services, group: list[SagaRecord], policy: Policy, max_attempts: int
 ) -> list[tuple[str, tuple[str, str | None]]]:
     """Claim a group in one transaction, apply their vector steps in shared Chroma
     requests where the steps allow it, then drive each saga on its own."""
     outcomes: list[tuple[str, tuple[str, str | None]]] = []
     try:
-        claimed = runner.log.claim_many(group)
+        claimed = services.log.claim_many(group)
     except SagaError as exc:
-        return [(saga.saga_id, ("failed", str(exc))) for saga in group]
+        return [(saga.saga_id, ("unsettled", str(exc))) for saga in group]
     ready: list[tuple[SagaDefinition, SagaRecord, SagaContext, bool]] = []
     specs: dict[str, TableSpec] = {}
     for original, taken in zip(group, claimed, strict=True):
@@ -157,11 +161,11 @@ def _settle_group(
             outcomes.append((original.saga_id, ("skipped", None)))
             continue
         try:
-            definition = _definition(runner, taken)
-            saga, ctx = _context(runner, taken, specs)
+            definition = _definition(services, taken)
+            saga, ctx = _context(services, taken, specs)
         except SagaError as exc:
-            _release(runner, taken)
-            outcomes.append((taken.saga_id, ("failed", str(exc))))
+            _release(services, taken)
+            outcomes.append((taken.saga_id, ("unsettled", str(exc))))
             continue
         machine = machine_for(definition)
         backward = policy == "compensate" or (
@@ -170,14 +174,14 @@ def _settle_group(
         ready.append((definition, saga, ctx, backward))
     _apply_remote_steps_together(ready)
     outcomes.extend(
-        (saga.saga_id, _drive_one(runner, definition, saga, ctx, backward))
+        (saga.saga_id, _drive_one(services, definition, saga, ctx, backward))
         for definition, saga, ctx, backward in ready
     )
     return outcomes
 
 
-def _definition(runner: SagaRunner, saga: SagaRecord) -> SagaDefinition:
-    definition = runner.definitions.get(saga.definition)
+def _definition(services: Services, saga: SagaRecord) -> SagaDefinition:
+    definition = services.definitions.get(saga.definition)
     if definition is None:
         raise SagaError(
             f"unknown saga definition {saga.definition!r}: register() it", saga_id=saga.saga_id
@@ -192,14 +196,15 @@ def _apply_remote_steps_together(
     ``forward_many`` share its requests (10,000 one-vector upserts are slow). Best
     effort: if it fails, each saga's own drive applies its step and handles the error.
     """
-    batches: dict[Any, list[SagaContext]] = {}
+    batches: dict[Step, list[SagaContext]] = {}
     for definition, saga, ctx, backward in ready:
         if backward or saga.state == COMPENSATING:
             continue
         step = machine_for(definition).step_from(saga.state)
-        if step is not None and not step.local and hasattr(step, "forward_many"):
+        if step is not None and not step.local and isinstance(step, Grouping):
             batches.setdefault(step, []).append(ctx)
     for step, contexts in batches.items():
+        assert isinstance(step, Grouping)  # only grouping steps were collected
         try:
             step.forward_many(contexts)
         except Exception as exc:
@@ -210,46 +215,46 @@ def _apply_remote_steps_together(
 
 
 def _drive_one(
-    runner: SagaRunner,
+    services: Services,
     definition: SagaDefinition,
     saga: SagaRecord,
     ctx: SagaContext,
     backward: bool,
 ) -> tuple[str, str | None]:
     try:
-        settled = runner.engine.drive(
+        settled = services.engine.drive(
             definition, saga, ctx, compensate=backward, leave_transient=True
         )
     except LeaseLostError as exc:
         return "skipped", str(exc)
     except SagaError as exc:
-        _release(runner, saga)
-        return "failed", str(exc)
+        _release(services, saga)
+        return "unsettled", str(exc)
     logger.bind(saga_id=saga.saga_id).info("recovered saga: {}", settled.outcome.value)
-    return _bucket(runner, settled)
+    return _bucket(services, settled)
 
 
-def _bucket(runner: SagaRunner, settled: Settled) -> tuple[str, str | None]:
+def _bucket(services: Services, settled: Settled) -> tuple[str, str | None]:
     if settled.outcome is Outcome.SYNCED:
         return "resumed", None
     if settled.outcome is Outcome.FAILED:
         return "compensated", None
-    _release(runner, settled.saga)
-    return "failed", None if settled.error is None else str(settled.error)
+    _release(services, settled.saga)
+    return "unsettled", None if settled.error is None else str(settled.error)
 
 
-def _release(runner: SagaRunner, saga: SagaRecord) -> None:
+def _release(services: Services, saga: SagaRecord) -> None:
     """Free a saga this run could not settle, so the next run need not wait a lease."""
     try:
-        runner.log.release(saga)
+        services.log.release(saga)
     except SagaError as exc:
         logger.bind(saga_id=saga.saga_id).warning("could not release: {}", exc)
 
 
-def _check_keys(runner: SagaRunner, saga: SagaRecord, spec: TableSpec, items: list[Any]) -> None:
+def _check_keys(services: Services, saga: SagaRecord, spec: TableSpec, items: list[Item]) -> None:
     """The payload must name exactly the keys the saga holds (checked in ``pending``):
     a payload changed behind the library's back is left for an operator, not run."""
-    held = runner.log.vector_ids_of(saga.saga_id)
+    held = services.log.vector_ids_of(saga.saga_id)
     keys = [item.key for item in items]
     if any(isinstance(k, bool) or not isinstance(k, int | str) for k in keys) or (
         {spec.vector_id(k) for k in keys} != held
@@ -258,13 +263,13 @@ def _check_keys(runner: SagaRunner, saga: SagaRecord, spec: TableSpec, items: li
 
 
 def _context(
-    runner: SagaRunner, saga: SagaRecord, specs: dict[str, TableSpec]
+    services: Services, saga: SagaRecord, specs: dict[str, TableSpec]
 ) -> tuple[SagaRecord, SagaContext]:
-    loaded = runner.log.load(saga.saga_id)
+    loaded = services.log.load(saga.saga_id)
     record, payload = loaded if loaded is not None else (None, None)
     if record is None or payload is None:
         raise SagaError("saga has no payload to resume from", saga_id=saga.saga_id)
-    spec = specs.get(saga.table) or runner.log.tracked(saga.table)
+    spec = specs.get(saga.table) or services.catalog.tracked(saga.table)
     if spec is None:
         raise ConfigurationError(f"table {saga.table!r} is no longer tracked", field="table")
     specs[saga.table] = spec
@@ -272,13 +277,13 @@ def _context(
         op, items = loads(payload)
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SagaError(f"unreadable payload: {exc}", saga_id=saga.saga_id) from exc
-    _check_keys(runner, saga, spec, items)
+    _check_keys(services, saga, spec, items)
     saga = attrs.evolve(saga, compensating_from=record.compensating_from)
     return saga, SagaContext(
         saga_id=saga.saga_id,
         op=op,
         spec=spec,
         items=items,
-        vectors=runner.vectors,
+        vectors=services.vectors,
         progress=set(record.progress),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import attrs
@@ -37,25 +38,46 @@ class QueryResult:
 class RecoveryReport:
     """What one recovery run did. Counts, and the saga ids behind them.
 
-    ``resumed``: rolled forward to ``synced``; ``compensated``: undone to ``failed``;
-    ``failed``: could not be settled this run (left for the next, or given up);
-    ``skipped``: held by a live owner or younger than ``older_than``.
+    ``resumed``: rolled forward to ``synced``; ``compensated``: undone to ``failed``
+    (the state; "failed" always means compensated); ``unsettled``: could not be settled
+    this run (left in flight for the next run, its error recorded); ``skipped``: held by
+    a live owner, or claimed by another recovery first.
     """
 
     resumed: int = 0
     compensated: int = 0
-    failed: int = 0
+    unsettled: int = 0
     skipped: int = 0
     resumed_ids: tuple[str, ...] = ()
     compensated_ids: tuple[str, ...] = ()
-    failed_ids: tuple[str, ...] = ()
+    unsettled_ids: tuple[str, ...] = ()
     skipped_ids: tuple[str, ...] = ()
     errors: dict[str, str] = attrs.field(factory=dict)
     dry_run: bool = False
 
     @property
     def clean(self) -> bool:
-        return self.failed == 0
+        return self.unsettled == 0
+
+    @property
+    def failed(self) -> int:
+        """Deprecated name of ``unsettled`` (not the ``failed`` state: see above)."""
+        warnings.warn(
+            "RecoveryReport.failed is now RecoveryReport.unsettled",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.unsettled
+
+    @property
+    def failed_ids(self) -> tuple[str, ...]:
+        """Deprecated name of ``unsettled_ids``."""
+        warnings.warn(
+            "RecoveryReport.failed_ids is now RecoveryReport.unsettled_ids",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.unsettled_ids
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

@@ -1,32 +1,39 @@
 """What a saga step is, and the context every step of one saga shares.
 
 A step has a forward action and a compensation. A *remote* step acts on a store
-outside SQLite (Chroma) and its completion is persisted afterwards in its own SQLite
-transaction; a *local* step acts inside the very SQLite transaction that records its
-completion (the pivot, "row change and ``sqlite_committed`` together", is one).
+outside SQLite (Chroma) and its completion is persisted afterwards; a *local* step acts
+inside the very SQLite transaction that records its completion (the pivot, "row change
+and ``sqlite_committed`` together", is one). Local steps get that transaction as a
+``LogUnit``: its ``rows`` for tracked tables, and ``execute``/``executemany`` for a
+step's own tables.
 
 Rules for step authors: ``forward`` and ``compensate`` must be idempotent (recovery may
 repeat them after a crash), and ``compensate`` must be harmless if ``forward`` never
-ran or only partly ran. A remote step may also offer ``forward_many(contexts)``: the
-forward action of many sagas in shared requests, which recovery uses for groups, and
-``preload(ctx, versions)``: reads a remote store needs before ``pending`` (such as
-before-images), made *outside* SQLite's write lock. Before it reads, it records
-``versions(vector_ids)`` in ``ctx.observed`` (which first refuses what SQLite alone
-can refuse); ``pending`` is only recorded if those versions are unchanged inside its
-transaction, otherwise the saga begins again.
+ran or only partly ran.
+
+A step may offer more (each a protocol below, checked with ``isinstance``):
+``Preloading.preload(ctx, versions)`` reads what a remote store holds before
+``pending`` (such as before-images), *outside* SQLite's write lock; before it reads, it
+records ``versions(vector_ids)`` in ``ctx.observed`` (which first refuses what SQLite
+alone can refuse), and ``pending`` is only recorded if those versions are unchanged
+inside its transaction, otherwise the saga begins again. ``Grouping.forward_many``
+applies the forward action of many sagas in shared requests (recovery's fast path).
+``Syncing.synced(ctx)`` says what each vector holds once the saga is ``synced``
+(recorded in the log for reconcile).
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from saga._ports import Key, Metadata, TableSpec, VectorRecord, VectorStore
+from saga._ports import Key, LogUnit, Metadata, Synced, TableSpec, VectorRecord, VectorStore
 
 RESERVED_METADATA = ("sqlite_table", "sqlite_record_id", "saga_id")
+
+Versions = Callable[[list[str]], dict[str, tuple[Any, ...]]]
 
 
 class Step(Protocol):
@@ -44,14 +51,35 @@ class Step(Protocol):
     def local(self) -> bool:
         """True if ``forward`` runs inside the SQLite transaction recording it."""
 
-    def prepare(self, ctx: SagaContext, txn: sqlite3.Connection) -> None:
-        """Check preconditions and record before-images, inside the ``pending`` txn."""
+    def prepare(self, ctx: SagaContext, unit: LogUnit) -> None:
+        """Check preconditions and record before-images, inside the ``pending`` unit."""
 
-    def forward(self, ctx: SagaContext, txn: sqlite3.Connection | None) -> None:
-        """Do the step (``txn`` is given to local steps only)."""
+    def forward(self, ctx: SagaContext, unit: LogUnit | None) -> None:
+        """Do the step (``unit`` is given to local steps only)."""
 
     def compensate(self, ctx: SagaContext) -> None:
         """Undo the step, using only before-images recorded in ``pending``."""
+
+
+@runtime_checkable
+class Preloading(Protocol):
+    """A step that reads a remote store before ``pending``, outside the write lock."""
+
+    def preload(self, ctx: SagaContext, versions: Versions) -> None: ...
+
+
+@runtime_checkable
+class Grouping(Protocol):
+    """A remote step whose forward action can serve many sagas in shared requests."""
+
+    def forward_many(self, contexts: Sequence[SagaContext]) -> None: ...
+
+
+@runtime_checkable
+class Syncing(Protocol):
+    """A step that says what each of the saga's vectors holds once it is synced."""
+
+    def synced(self, ctx: SagaContext) -> Synced: ...
 
 
 @attrs.define

@@ -14,11 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from numbers import Real
 from typing import Any
 
-import attrs
-
 from saga._config import Limits
 from saga._errors import ValidationError
-from saga._ports import Key, Metadata
+from saga._ports import Key, Metadata, TableShape
 from saga._steps import RESERVED_METADATA
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -49,11 +47,6 @@ def identifier(name: object, field: str, index: int | None = None) -> str:
             index=index,
         )
     return name
-
-
-def quote(name: str) -> str:
-    """Quote an identifier already validated by ``identifier``."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def collection_name(name: object) -> str:
@@ -222,40 +215,6 @@ def _number(value: int | float, where: str, index: int | None) -> int | float:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValidationError("is not finite", field=where, index=index)
     return value
-
-
-@attrs.frozen
-class TableShape:
-    """What ``PRAGMA table_info`` says about a table, for checks before any write."""
-
-    names: tuple[str, ...]
-    required: tuple[str, ...]  # NOT NULL, no default, not the rowid alias
-    integer_keys: tuple[str, ...]  # INTEGER PRIMARY KEY columns (rowid aliases)
-    int_affinity: tuple[str, ...] = ()  # declared types SQLite reads as INTEGER
-    text_affinity: tuple[str, ...] = ()  # declared types SQLite reads as TEXT
-
-    @classmethod
-    def from_pragma(cls, rows: Sequence[tuple[Any, ...]]) -> TableShape:
-        """From (name, type, notnull, dflt_value, pk) rows."""
-        single_pk = sum(1 for r in rows if r[4]) == 1
-        integer_keys = tuple(
-            str(r[0]) for r in rows if r[4] and single_pk and str(r[1]).upper() == "INTEGER"
-        )
-        required = tuple(
-            str(r[0]) for r in rows if r[2] and r[3] is None and str(r[0]) not in integer_keys
-        )
-        declared = {str(r[0]): str(r[1]).upper() for r in rows}
-        return cls(
-            names=tuple(str(r[0]) for r in rows),
-            required=required,
-            integer_keys=integer_keys,
-            int_affinity=tuple(n for n, t in declared.items() if "INT" in t),
-            text_affinity=tuple(
-                n
-                for n, t in declared.items()
-                if "INT" not in t and any(part in t for part in ("CHAR", "CLOB", "TEXT"))
-            ),
-        )
 
 
 def key_affinity(

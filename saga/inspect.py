@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 from saga._clock import SystemClock, parse_stamp
-from saga._compose import open_log
 from saga._errors import SagaError
 from saga._machine import TERMINAL
 from saga._payload import loads
@@ -14,21 +13,16 @@ from saga._payload import loads
 
 def status(db_path: str | os.PathLike[str]) -> dict[str, Any]:
     """Counts of sagas per state and per table, and the oldest saga in flight."""
+    from saga._compose import open_catalog, open_log  # noqa: PLC0415 - keeps chromadb out
+
     log = open_log(db_path)
     try:
-        with log.db.read() as conn:
-            by_state = {
-                row[0]: row[1]
-                for row in conn.execute(
-                    "SELECT state, COUNT(*) FROM saga_instances GROUP BY state ORDER BY state"
-                )
-            }
-            by_table: dict[str, dict[str, int]] = {}
-            for table, state, count in conn.execute(
-                "SELECT sqlite_table, state, COUNT(*) FROM saga_instances "
-                "GROUP BY sqlite_table, state ORDER BY sqlite_table, state"
-            ):
-                by_table.setdefault(table, {})[state] = count
+        by_state: dict[str, int] = {}
+        by_table: dict[str, dict[str, int]] = {}
+        for table, state, count in log.counts():
+            by_state[state] = by_state.get(state, 0) + count
+            by_table.setdefault(table, {})[state] = count
+        by_state = dict(sorted(by_state.items()))
         in_flight = log.in_flight()
         oldest = in_flight[0] if in_flight else None
         return {
@@ -49,15 +43,17 @@ def status(db_path: str | os.PathLike[str]) -> dict[str, Any]:
             },
             "tracked": [
                 {"table": s.table, "collection": s.collection, "dimension": s.dimension}
-                for s in log.all_tracked()
+                for s in open_catalog(log).all_tracked()
             ],
         }
     finally:
-        log.db.close()
+        log.close()
 
 
 def show(db_path: str | os.PathLike[str], saga_id: str) -> dict[str, Any]:
     """One saga: state, lease, attempts, payload summary and its history."""
+    from saga._compose import open_log  # noqa: PLC0415 - keeps chromadb out
+
     log = open_log(db_path)
     try:
         loaded = log.load(saga_id)
@@ -81,7 +77,7 @@ def show(db_path: str | os.PathLike[str], saga_id: str) -> dict[str, Any]:
             "history": log.history(saga_id),
         }
     finally:
-        log.db.close()
+        log.close()
 
 
 def _payload_summary(payload: str | None) -> dict[str, Any] | None:

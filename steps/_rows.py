@@ -1,24 +1,21 @@
 """The row step, the pivot: the row change committed with ``sqlite_committed``.
 
-It runs inside the SQLite transaction that records the state change, so the row and
-the pivot commit together or not at all; its compensation is that transaction's
-rollback, and nothing is left to undo afterwards.
+It runs inside the SQLite transaction that records the state change (a ``LogUnit``),
+so the row and the pivot commit together or not at all; its compensation is that
+transaction's rollback, and nothing is left to undo afterwards. The SQL itself lives in
+``stores.rows``; this step decides which rows change and how.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
 from saga import failpoints
 from saga._errors import RecordExistsError, RecordNotFoundError
-from saga._steps import Item, SagaContext
-from saga._validation import quote
-
-_CHUNK = 500
+from saga._ports import LogUnit
+from saga._steps import SagaContext
 
 
 @attrs.frozen
@@ -30,8 +27,8 @@ class CommitRows:
     reaches: str = "sqlite_committed"
     local: bool = True
 
-    def prepare(self, ctx: SagaContext, txn: sqlite3.Connection) -> None:
-        stored = _stored_rows(txn, ctx, [item.key for item in ctx.items])
+    def prepare(self, ctx: SagaContext, unit: LogUnit) -> None:
+        stored = unit.rows.stored(ctx.spec, [item.key for item in ctx.items])
         many = len(ctx.items) > 1
         for index, item in enumerate(ctx.items):
             row = stored.get(item.key)
@@ -48,59 +45,31 @@ class CommitRows:
                 )
             item.before_row = row
 
-    def forward(self, ctx: SagaContext, txn: sqlite3.Connection | None) -> None:
-        if txn is None:
+    def forward(self, ctx: SagaContext, unit: LogUnit | None) -> None:
+        if unit is None:
             raise TypeError("CommitRows is a local step: it needs the saga's transaction")
         failpoints.hit("sqlite.commit_rows")
-        table, key = quote(ctx.spec.table), quote(ctx.spec.key)
+        spec = ctx.spec
         if self.op == "delete":
-            txn.executemany(
-                f"DELETE FROM {table} WHERE {key} = ?", [(item.key,) for item in ctx.items]
-            )
-            return
-        for columns, rows in _grouped(ctx, ctx.items, self.op).items():
-            names = ", ".join(quote(c) for c in columns)
-            if self.op == "create":
-                marks = ", ".join("?" * len(columns))
-                txn.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
-            else:
-                sets = ", ".join(f"{quote(c)} = ?" for c in columns)
-                txn.executemany(f"UPDATE {table} SET {sets} WHERE {key} = ?", rows)
+            unit.rows.delete(spec, [item.key for item in ctx.items])
+        elif self.op == "create":
+            unit.rows.insert(spec, [_created(ctx, item) for item in ctx.items])
+        else:
+            unit.rows.update(spec, [(item.key, _changed(ctx, item)) for item in ctx.items])
 
     def compensate(self, ctx: SagaContext) -> None:
         """Nothing to undo: a failed pivot transaction rolled back as a whole."""
 
 
-def _grouped(
-    ctx: SagaContext, items: Sequence[Item], op: str
-) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
-    """Rows grouped by their column set, so each group is one executemany."""
-    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-    link = ctx.spec.vector_id_column
-    for item in items:
-        values = dict(item.row or {})
-        values[link] = ctx.vector_id(item)
-        if op == "create":
-            values[ctx.spec.key] = item.key
-        else:
-            values.pop(ctx.spec.key, None)
-        columns = tuple(values)
-        params = tuple(values.values())
-        groups.setdefault(columns, []).append(params if op == "create" else (*params, item.key))
-    return groups
+def _created(ctx: SagaContext, item: Any) -> dict[str, Any]:
+    values = dict(item.row or {})
+    values[ctx.spec.vector_id_column] = ctx.vector_id(item)
+    values[ctx.spec.key] = item.key
+    return values
 
 
-def _stored_rows(
-    txn: sqlite3.Connection, ctx: SagaContext, keys: Sequence[Any]
-) -> dict[Any, dict[str, Any]]:
-    table, key = quote(ctx.spec.table), quote(ctx.spec.key)
-    found: dict[Any, dict[str, Any]] = {}
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
-        marks = ",".join("?" * len(chunk))
-        cursor = txn.execute(f"SELECT * FROM {table} WHERE {key} IN ({marks})", tuple(chunk))
-        names = [d[0] for d in cursor.description]
-        for values in cursor:
-            row = dict(zip(names, values, strict=True))
-            found[row[ctx.spec.key]] = row
-    return found
+def _changed(ctx: SagaContext, item: Any) -> dict[str, Any]:
+    values = dict(item.row or {})
+    values[ctx.spec.vector_id_column] = ctx.vector_id(item)
+    values.pop(ctx.spec.key, None)
+    return values

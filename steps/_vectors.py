@@ -14,15 +14,14 @@ first: the stored vector is then exactly the one intended.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
 from saga._errors import RecordNotFoundError, ValidationError
-from saga._ports import VectorRecord
-from saga._steps import RESERVED_METADATA, Item, SagaContext
+from saga._ports import LogUnit, Synced, VectorRecord
+from saga._steps import RESERVED_METADATA, Item, SagaContext, Versions
 
 
 @attrs.frozen
@@ -34,9 +33,7 @@ class WriteVectors:
     reaches: str = "vector_written"
     local: bool = False
 
-    def preload(
-        self, ctx: SagaContext, versions: Callable[[list[str]], dict[str, tuple[Any, ...]]]
-    ) -> None:
+    def preload(self, ctx: SagaContext, versions: Versions) -> None:
         """Read the before-images, outside SQLite's write lock (``prepare`` uses them
         once the engine has seen, inside the ``pending`` transaction, that no saga
         touched these vectors since ``versions`` was read)."""
@@ -46,7 +43,7 @@ class WriteVectors:
         ctx.observed = versions(ids)
         ctx.preloaded = ctx.vectors.get(ctx.spec.collection, ids, embeddings=True)
 
-    def prepare(self, ctx: SagaContext, txn: sqlite3.Connection) -> None:
+    def prepare(self, ctx: SagaContext, unit: LogUnit) -> None:
         if self.op == "create":
             # The key is absent from the table and no saga is in flight for it, so no
             # vector of ours can exist under its id; an orphan there is garbage.
@@ -60,7 +57,7 @@ class WriteVectors:
             if self.op == "update":
                 _complete_update(item, index, many=len(ctx.items) > 1)
 
-    def forward(self, ctx: SagaContext, txn: sqlite3.Connection | None) -> None:
+    def forward(self, ctx: SagaContext, unit: LogUnit | None) -> None:
         chunks = ctx.chunks()
         for index, chunk in enumerate(chunks):
             if index in ctx.progress:
@@ -105,6 +102,12 @@ class WriteVectors:
             stored = ctx.vectors.get(ctx.spec.collection, [w.id for w in written], embeddings=True)
             missing = [w for w in written if not _stored_as(stored.get(w.id), w)]
             ctx.vectors.upsert(ctx.spec.collection, missing)
+
+    def synced(self, ctx: SagaContext) -> Synced:
+        """Each vector as the saga leaves it: written, or (a delete) gone."""
+        if self.op == "delete":
+            return {ctx.vector_id(item): None for item in ctx.items}
+        return {ctx.vector_id(item): ctx.new_vector(item) for item in ctx.items}
 
     def compensate(self, ctx: SagaContext) -> None:
         for chunk in ctx.chunks():

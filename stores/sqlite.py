@@ -27,6 +27,8 @@ T = TypeVar("T")
 
 
 def _register_failpoint_errors() -> None:
+    """Let tests arm ``raise:sqlite-ioerror`` and friends (done when a database is
+    opened, not on import: importing the library changes nothing)."""
     failpoints.register_error(
         "sqlite-ioerror", lambda name: sqlite3.OperationalError(f"disk I/O error ({name})")
     )
@@ -37,9 +39,6 @@ def _register_failpoint_errors() -> None:
         "sqlite-constraint",
         lambda name: sqlite3.IntegrityError(f"CHECK constraint failed ({name})"),
     )
-
-
-_register_failpoint_errors()
 
 
 def translate(exc: sqlite3.Error, saga_id: str | None = None) -> SqliteStoreError:
@@ -76,6 +75,7 @@ class Database:
     """The application's SQLite file, with the saga log tables in it."""
 
     def __init__(self, path: str | os.PathLike[str], options: SqliteOptions) -> None:
+        _register_failpoint_errors()
         self.path = Path(path)
         self.options = options
         self._local = threading.local()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from saga import RetryPolicy, SagaError, SagaRunner, failpoints
+from tests.conftest import rewired
 
 DIM = 4
 
@@ -47,9 +48,7 @@ def open_runner(db: str, chroma: str, small_batches: int = 0) -> SagaRunner:
     runner = SagaRunner.open(db, chroma_path=chroma, retry=RetryPolicy.disabled())
     runner.track("notes")
     if small_batches:
-        wrapped = SmallBatches(runner.vectors, small_batches)
-        runner.vectors = wrapped  # type: ignore[assignment]
-        runner.engine.vectors = wrapped  # type: ignore[assignment]
+        runner = rewired(runner, vectors=SmallBatches(runner.stores.vectors, small_batches))
     return runner
 
 
@@ -132,7 +131,7 @@ def _pick(rng: random.Random, existing: set[int], free: list[int]) -> tuple[str,
 
 
 def runner_keys(runner: SagaRunner) -> list[int]:
-    with runner.database.read() as conn:
+    with runner.stores.log.db.read() as conn:
         return [row[0] for row in conn.execute("SELECT id FROM notes")]
 
 

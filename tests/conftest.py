@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
 from saga import RetryPolicy, SagaRunner, failpoints
@@ -20,6 +22,19 @@ CREATE TABLE notes (
     vector_id TEXT
 );
 """
+
+
+def rewired(runner: SagaRunner, **stores: Any) -> SagaRunner:
+    """A runner like ``runner`` (same clock, lease, limits, definitions) whose stores are
+    replaced where given: ``rewired(runner, vectors=FaultProxy(runner.stores.vectors))``.
+    It shares the other stores, so closing ``runner`` closes it too."""
+    return SagaRunner.from_stores(
+        attrs.evolve(runner.stores, **stores),
+        clock=runner.clock,
+        lease=runner.lease,
+        limits=runner.limits,
+        definitions=runner._services.definitions,
+    )
 
 
 def make_db(path: Path) -> Path:
@@ -85,4 +100,4 @@ def saga_state(db: Path, saga_id: str) -> str | None:
 
 def vector_ids(runner: SagaRunner, collection: str = "notes") -> set[str]:
     """Every vector id stored in a collection."""
-    return {r.id for page in runner.vectors.iter_records(collection, 1000) for r in page}
+    return {r.id for page in runner.stores.vectors.iter_records(collection, 1000) for r in page}

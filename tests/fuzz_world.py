@@ -131,7 +131,7 @@ class World:
         del self.vectors[table][key]
 
     def collections(self) -> set[str]:
-        return {c.name for c in self.runner.vectors.client.list_collections()}
+        return {c.name for c in self.runner.stores.vectors.client.list_collections()}
 
     def exists(self, table: str, key: Any) -> bool:
         try:
@@ -155,7 +155,7 @@ class World:
         finally:
             conn.close()
         collections = {}
-        for collection in self.runner.vectors.client.list_collections():
+        for collection in self.runner.stores.vectors.client.list_collections():
             found = collection.get(include=["documents", "metadatas"])
             collections[collection.name] = sorted(
                 zip(
@@ -172,7 +172,7 @@ class World:
         for table in TABLES:
             assert stored_rows(self.db, table) == self.rows[table], table
             assert_same_vectors(stored_vectors(self.runner, table), self.vectors[table])
-        assert self.runner.log.in_flight() == []
+        assert self.runner.in_flight() == []
         conn = sqlite3.connect(self.db)
         try:
             assert conn.execute("SELECT count(*) FROM pending_vectors").fetchone()[0] == 0
@@ -230,9 +230,9 @@ def stored_rows(db: Path, table: str) -> dict[Any, dict[str, Any]]:
 
 
 def stored_vectors(runner: SagaRunner, table: str) -> dict[Any, dict[str, Any]]:
-    ids = [r.id for page in runner.vectors.iter_records(table, 1000) for r in page]
+    ids = [r.id for page in runner.stores.vectors.iter_records(table, 1000) for r in page]
     found: dict[Any, dict[str, Any]] = {}
-    for vector_id, record in runner.vectors.get(table, ids, embeddings=True).items():
+    for vector_id, record in runner.stores.vectors.get(table, ids, embeddings=True).items():
         metadata = dict(record.metadata or {})
         key = metadata.pop("sqlite_record_id")
         assert vector_id == f"{table}:{key}"
@@ -337,10 +337,10 @@ failpoints.register_error("fuzz-crash", FuzzCrash)
 def strand(world: World, key: int) -> str:
     """A create that 'dies' right after ``pending``; its lease then freed (as a dead
     runner's is, once expired). Returns the saga id."""
-    known = {saga.saga_id for saga in world.runner.log.in_flight()}
+    known = {saga.saga_id for saga in world.runner.in_flight()}
     with failpoints.armed("after:pending=raise:fuzz-crash"), pytest.raises(FuzzCrash):
         good_create(world, key)
-    (saga_id,) = {saga.saga_id for saga in world.runner.log.in_flight()} - known
+    (saga_id,) = {saga.saga_id for saga in world.runner.in_flight()} - known
     conn = sqlite3.connect(world.db)
     with conn:
         conn.execute(

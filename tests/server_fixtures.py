@@ -40,7 +40,7 @@ from saga import (
     ValidationError,
 )
 from tests.chroma_server import ChromaServer
-from tests.conftest import DIM, make_db, rows, vec
+from tests.conftest import DIM, make_db, rewired, rows, vec
 from tests.faultproxy import FaultProxy
 
 HOST = "127.0.0.1"
@@ -172,9 +172,9 @@ class World:
         self.proxy.set_mode("pass")
         runner = self.open()
         deadline = time.monotonic() + 30
-        while runner.log.in_flight():
+        while runner.in_flight():
             runner.recover(older_than=older_than)
-            assert time.monotonic() < deadline, runner.log.in_flight()
+            assert time.monotonic() < deadline, runner.in_flight()
             time.sleep(0.1)  # a lease held by a live runner of this pid must expire first
         report = runner.reconcile()
         assert report.clean, report
@@ -186,10 +186,9 @@ class World:
         self.direct.close()
 
 
-def swap_vectors(runner: SagaRunner, store: Any) -> None:
-    """Put ``store`` (a wrapper of the real adapter) where the runner and engine use it."""
-    runner.vectors = store
-    runner.engine.vectors = store
+def swap_vectors(runner: SagaRunner, store: Any) -> SagaRunner:
+    """A runner like ``runner`` on ``store`` (a wrapper of the real adapter)."""
+    return rewired(runner, vectors=store)
 
 
 # -- faults on a schedule ----------------------------------------------------------------

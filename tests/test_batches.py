@@ -24,7 +24,7 @@ from saga import (
     VectorStoreUnavailable,
 )
 from tests._probe import history, log_snapshot, payloads, saga_rows, sync_states
-from tests.conftest import rows, saga_state, vec, vector_ids
+from tests.conftest import rewired, rows, saga_state, vec, vector_ids
 
 SAGA_STEPS = [
     ("begin", None, "pending"),
@@ -66,7 +66,10 @@ def _progress(db_path: Path, saga_id: str | None = None) -> list[list[int]]:
 
 def _everything(runner: SagaRunner, db_path: Path) -> dict[str, Any]:
     ids = sorted(vector_ids(runner))
-    return {"rows": rows(db_path), "vectors": runner.vectors.get("notes", ids, embeddings=True)}
+    return {
+        "rows": rows(db_path),
+        "vectors": runner.stores.vectors.get("notes", ids, embeddings=True),
+    }
 
 
 def _assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
@@ -93,7 +96,7 @@ def test_create_many_writes_every_item_in_one_saga(runner: SagaRunner, db_path: 
         k: {"id": k, "body": f"note {k}", "score": None, "vector_id": f"notes:{k}"}
         for k in range(1, 6)
     }
-    stored = runner.vectors.get("notes", list(result.vector_ids), embeddings=True)
+    stored = runner.stores.vectors.get("notes", list(result.vector_ids), embeddings=True)
     for k in range(1, 6):
         vector = stored[f"notes:{k}"]
         assert vector.embedding == pytest.approx(vec(k))
@@ -128,7 +131,9 @@ def test_update_many_changes_every_item_and_keeps_what_it_omits(
 
     assert result.state == "synced"
     assert history(db_path, result.saga_id) == SAGA_STEPS
-    stored = runner.vectors.get("notes", [f"notes:{k}" for k in range(1, 5)], embeddings=True)
+    stored = runner.stores.vectors.get(
+        "notes", [f"notes:{k}" for k in range(1, 5)], embeddings=True
+    )
     expected = {  # key -> (body, embedding, document, caller metadata)
         1: ("one", vec(1), "note document 1", {"n": 1}),
         2: ("note 2", vec(20), "note document 2", {"n": 2}),
@@ -390,16 +395,16 @@ class SmallBatches:
             raise VectorStoreUnavailable("injected: sub-batch applied, answer lost")
 
 
-def _wrap(runner: SagaRunner, store: SmallBatches) -> SmallBatches:
-    runner.vectors = store  # type: ignore[assignment]
-    runner.engine.vectors = store  # type: ignore[assignment]
-    return store
+def _wrap(runner: SagaRunner, store: SmallBatches) -> SagaRunner:
+    """A runner like ``runner`` on ``store`` (the real adapter, wrapped)."""
+    return rewired(runner, vectors=store)
 
 
 def test_a_batch_over_the_request_limit_is_split_and_recorded(
     runner: SagaRunner, db_path: Path
 ) -> None:
-    store = _wrap(runner, SmallBatches(runner.vectors, db_path, size=3))
+    store = SmallBatches(runner.stores.vectors, db_path, size=3)
+    runner = _wrap(runner, store)
 
     result = runner.create_many("notes", _items(range(1, 8)))
 
@@ -418,7 +423,8 @@ def test_a_batch_over_the_request_limit_is_split_and_recorded(
 def test_create_many_failing_in_its_second_sub_batch_leaves_nothing(
     runner: SagaRunner, db_path: Path, applied: bool
 ) -> None:
-    store = _wrap(runner, SmallBatches(runner.vectors, db_path, fail_call=2, applied=applied))
+    store = SmallBatches(runner.stores.vectors, db_path, fail_call=2, applied=applied)
+    runner = _wrap(runner, store)
 
     with pytest.raises(DataIntegrityError) as caught:
         runner.create_many("notes", _items(range(1, 8)))
@@ -442,7 +448,8 @@ def test_update_many_failing_in_its_second_sub_batch_restores_every_vector(
 ) -> None:
     runner.create_many("notes", _items(range(1, 8)))
     before = _everything(runner, db_path)
-    store = _wrap(runner, SmallBatches(runner.vectors, db_path, fail_call=2, applied=applied))
+    store = SmallBatches(runner.stores.vectors, db_path, fail_call=2, applied=applied)
+    runner = _wrap(runner, store)
 
     with pytest.raises(DataIntegrityError) as caught:
         runner.update_many(
@@ -471,10 +478,10 @@ def test_delete_many_failing_in_its_second_sub_batch_restores_every_vector(
 ) -> None:
     runner.create_many("notes", _items(range(1, 8)))
     before = _everything(runner, db_path)
-    store = _wrap(
-        runner,
-        SmallBatches(runner.vectors, db_path, verb="delete", fail_call=2, applied=applied),
+    store = SmallBatches(
+        runner.stores.vectors, db_path, verb="delete", fail_call=2, applied=applied
     )
+    runner = _wrap(runner, store)
 
     with pytest.raises(DataIntegrityError) as caught:
         runner.delete_many("notes", list(range(1, 8)))

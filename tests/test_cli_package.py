@@ -18,8 +18,6 @@ from tests.test_cli import saga_ids
 from tests.test_recovery import ROOT, crash_once
 
 COMMANDS = {"status", "show", "recover", "reconcile", "diagram", "demo"}
-WORKER = "saga/demo/worker.py"
-WORKER_PENDING = "saga/demo/worker.py is changed elsewhere and still imports saga._config"
 
 
 def python(*args: str) -> subprocess.CompletedProcess[str]:
@@ -145,15 +143,13 @@ def private_saga_imports(path: Path, allowed: set[str]) -> list[str]:
 
 
 def sources(folder: str) -> list[Any]:
-    """One test case per module of ``folder``; the worker's is expected to fail for now."""
+    """One test case per module of ``folder``."""
     files = sorted((ROOT / folder).glob("*.py"))
     assert files, f"no sources under {folder}"
     cases = []
     for path in files:
         name = path.relative_to(ROOT).as_posix()
-        pending = name == WORKER
-        marks = [pytest.mark.xfail(reason=WORKER_PENDING, strict=False)] if pending else []
-        cases.append(pytest.param(path, id=name, marks=marks))
+        cases.append(pytest.param(path, id=name))
     return cases
 
 
@@ -174,10 +170,6 @@ def test_command_modules_import_only_the_shared_module_of_the_cli(path: Path) ->
     assert [n for n in reached if not n.startswith("saga.cli._common")] == []
 
 
-@pytest.mark.xfail(
-    reason="pyproject.toml lists packages = saga, steps, stores: subpackages are left out",
-    strict=False,
-)
 def test_the_wheel_ships_the_cli_and_the_demo(tmp_path: Path) -> None:
     """The console script ``saga = "saga.cli:main"`` needs ``saga/cli/`` installed."""
     from tests.test_package import _built_files  # noqa: PLC0415

@@ -70,7 +70,7 @@ def _verify(db_path: Path, runner: SagaRunner, outcomes: list[dict[str, Any]]) -
 
     # Chroma: exactly their vectors, as written by that same saga.
     assert vector_ids(runner) == {f"notes:{k}" for k in expected}
-    vectors = runner.vectors.get("notes", [f"notes:{k}" for k in expected], embeddings=True)
+    vectors = runner.stores.vectors.get("notes", [f"notes:{k}" for k in expected], embeddings=True)
     for key, write in expected.items():
         vector = vectors[f"notes:{key}"]
         assert vector.embedding == pytest.approx(write["embedding"]), key

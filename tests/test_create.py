@@ -38,7 +38,7 @@ from tests._probe import (
     saga_rows,
     sync_states,
 )
-from tests.conftest import rows, saga_state, vec, vector_ids
+from tests.conftest import rewired, rows, saga_state, vec, vector_ids
 
 CREATED = [
     ("begin", None, "pending"),
@@ -76,7 +76,7 @@ def test_create_stores_the_row_linked_to_its_vector(runner: SagaRunner, db_path:
     assert result.state == "synced"
     assert result.vector_ids == ("notes:1",)
     assert rows(db_path) == {1: {"id": 1, "body": "note 1", "score": None, "vector_id": "notes:1"}}
-    stored = runner.vectors.get("notes", ["notes:1"], embeddings=True)
+    stored = runner.stores.vectors.get("notes", ["notes:1"], embeddings=True)
     assert set(stored) == {"notes:1"}
     vector = stored["notes:1"]
     assert vector.embedding == pytest.approx(vec(1))
@@ -263,9 +263,9 @@ def test_database_locked_at_the_pivot_deletes_the_vector(
         db_path, chroma_path=chroma_path, retry=RetryPolicy.disabled(), sqlite=options
     ) as runner:
         runner.track("notes")
-        runner.engine.vectors = _LockAfterUpsert(runner.engine.vectors, lock_holder)
+        locked = rewired(runner, vectors=_LockAfterUpsert(runner.stores.vectors, lock_holder))
         with pytest.raises(DataIntegrityError) as caught:
-            _create(runner)
+            _create(locked)
         error = caught.value
         # The lock was really held across the pivot, and the compensation waited for it.
         assert lock_holder.released_at is not None
@@ -310,7 +310,7 @@ def test_create_on_an_existing_key_is_refused_before_chroma_is_touched(
     runner: SagaRunner, db_path: Path
 ) -> None:
     _create(runner)
-    vector_before = runner.vectors.get("notes", ["notes:1"], embeddings=True)
+    vector_before = runner.stores.vectors.get("notes", ["notes:1"], embeddings=True)
     log_before = log_snapshot(db_path)
 
     # Any Chroma call would now fail loudly (and its compensation would delete notes:1).
@@ -321,7 +321,7 @@ def test_create_on_an_existing_key_is_refused_before_chroma_is_touched(
     error = caught.value
     assert isinstance(error, ValidationError)
     assert error.field in {"id", "row.id"}  # the key column, however it is prefixed
-    assert runner.vectors.get("notes", ["notes:1"], embeddings=True) == vector_before
+    assert runner.stores.vectors.get("notes", ["notes:1"], embeddings=True) == vector_before
     # The pending transaction was rolled back: no saga, history, payload or sync change.
     assert log_snapshot(db_path) == log_before
 
@@ -441,7 +441,7 @@ def test_concurrent_creates_of_one_key_leave_exactly_one_winner(
     assert len(outcomes) == contenders
     assert len(winners) == 1
     [row] = rows(db_path).values()
-    stored = runner.vectors.get("notes", ["notes:1"])["notes:1"]
+    stored = runner.stores.vectors.get("notes", ["notes:1"])["notes:1"]
     assert (stored.metadata or {})["saga_id"] == winners[0].saga_id  # type: ignore[attr-defined]
     assert [s["state"] for s in saga_rows(db_path)] == ["synced"]
     assert row["vector_id"] == "notes:1"

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from saga import IllegalTransitionError, SagaContext, SagaDefinition, SagaError
-from saga._cli_diagram import diagram
 from saga.cli import cli
+from saga.cli._diagram import diagram
 from saga.diagram import GraphvizMissingError, render, render_saga, write_all
 from steps import CREATE, DEFINITIONS, CommitRows, WriteVectors
 

@@ -58,7 +58,7 @@ from saga import (
     VectorStoreUnavailable,
     failpoints,
 )
-from tests.conftest import make_db
+from tests.conftest import make_db, rewired
 
 TTL = 30.0  # seconds of lease
 MAX_K = 80  # a write makes far fewer store calls: reaching this is a failure
@@ -128,9 +128,10 @@ class VectorProxy:
 
 
 class LogProxy:
-    """The real saga log; its k-th write fails with a disk I/O error before it runs."""
+    """The real saga log; its k-th write (a unit of work, or a one-statement write)
+    fails with a disk I/O error before it runs."""
 
-    WRITES = frozenset({"begin", "advance", "save_progress", "record_error", "renew"})
+    WRITES = frozenset({"unit", "advance", "save_progress", "record_error", "renew"})
 
     def __init__(self, real: Any, fault: Fault) -> None:
         self._real = real
@@ -225,10 +226,12 @@ class Stores:
             bodies = dict(conn.execute("SELECT id, body FROM notes").fetchall())
         finally:
             conn.close()
-        ids = [r.id for page in self.runner.vectors.iter_records("notes", 1000) for r in page]
+        ids = [
+            r.id for page in self.runner.stores.vectors.iter_records("notes", 1000) for r in page
+        ]
         documents = {
             int(v.id.partition(":")[2]): v.document
-            for v in self.runner.vectors.get("notes", ids).values()
+            for v in self.runner.stores.vectors.get("notes", ids).values()
         }
         return {k: (bodies.get(k), documents.get(k)) for k in {*bodies, *documents}}
 
@@ -286,12 +289,11 @@ def install(stores: Stores, source: str, k: int, *, persistent: bool) -> Fault:
     fault = Fault(k, persistent=persistent)
     runner = stores.runner
     chroma_fault = fault if source.startswith("chroma") else None
-    proxy = VectorProxy(runner.vectors, chroma_fault, after=source == "chroma-after")
-    runner.vectors = runner.engine.vectors = proxy  # type: ignore[assignment]
-    if source == "log":
-        runner.log = runner.engine.log = LogProxy(runner.log, fault)  # type: ignore[assignment]
-    elif source == "commit":
-        fail_commits(runner.database, fault)
+    proxy = VectorProxy(runner.stores.vectors, chroma_fault, after=source == "chroma-after")
+    log = LogProxy(runner.stores.log, fault) if source == "log" else runner.stores.log
+    stores.runner = rewired(runner, vectors=proxy, log=log)
+    if source == "commit":
+        fail_commits(runner.stores.log.db, fault)
     return fault
 
 
@@ -330,7 +332,7 @@ def one_run(stores: Stores, op: str, source: str, k: int, *, persistent: bool) -
     assert error is None or isinstance(error, SagaError), f"raw exception: {label}"
     assert fired or error is None, f"failed with no fault: {label}"
 
-    left = {s.saga_id: s.state for s in stores.runner.log.in_flight()}
+    left = {s.saga_id: s.state for s in stores.runner.in_flight()}
     if isinstance(error, DataIntegrityError):
         assert not left, f"DataIntegrityError left sagas in flight: {label}"
     if isinstance(error, CompensationError):
@@ -340,7 +342,7 @@ def one_run(stores: Stores, op: str, source: str, k: int, *, persistent: bool) -
     report = stores.runner.recover()
     assert report.failed == 0, (label, report.errors)
     assert set(report.resumed_ids) | set(report.compensated_ids) == set(left), label
-    assert stores.runner.log.in_flight() == [], label
+    assert stores.runner.in_flight() == [], label
     assert stores.runner.reconcile().clean, label
 
     applied = new_state(op, touched)

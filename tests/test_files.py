@@ -48,7 +48,7 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
 
 
 def write_one_note(runner: SagaRunner) -> None:
-    with runner.database.write() as conn:
+    with runner.stores.log.db.write() as conn:
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, vector_id TEXT)")
     runner.track("notes")
     runner.create("notes", {"id": 1, "body": "x"}, embedding=vec(1), document="x")

@@ -109,7 +109,7 @@ def test_recovery_survives_a_tampered_payload(world: World, data: st.DataObject)
     untouched = strand(world, good_key)
     rewrite_payload(world.db, tampered, data.draw(tampering(), "tampering"))
     bystander_id = f"notes:{bystander}"
-    before = world.runner.vectors.get("notes", [bystander_id], embeddings=True)
+    before = world.runner.stores.vectors.get("notes", [bystander_id], embeddings=True)
 
     report = world.runner.recover()
 
@@ -118,12 +118,12 @@ def test_recovery_survives_a_tampered_payload(world: World, data: st.DataObject)
     assert untouched in report.resumed_ids, report.errors.get(untouched)
     rows = stored_rows(world.db, "notes")
     assert rows[good_key]["vector_id"] == f"notes:{good_key}"
-    assert f"notes:{good_key}" in world.runner.vectors.get("notes", [f"notes:{good_key}"])
+    assert f"notes:{good_key}" in world.runner.stores.vectors.get("notes", [f"notes:{good_key}"])
     assert rows[bystander] == {
         "id": bystander,
         "body": "b",
         "extra": None,
         "vector_id": bystander_id,
     }
-    assert world.runner.vectors.get("notes", [bystander_id], embeddings=True) == before
+    assert world.runner.stores.vectors.get("notes", [bystander_id], embeddings=True) == before
     event(f"tampered saga: {'failed' if tampered in report.failed_ids else 'settled'}")

@@ -139,7 +139,7 @@ def test_a_failed_create_never_deletes_another_rows_vector(world: World) -> None
     with contextlib.suppress(SagaError):
         good_create(world, 1, "docs", document="intruder")
 
-    stored = world.runner.vectors.get("docs", ["docs:1"])
+    stored = world.runner.stores.vectors.get("docs", ["docs:1"])
     assert "docs:1" in stored, "the stored row's vector was deleted"
     assert stored["docs:1"].document == "doc"
     assert world.runner.reconcile().clean
@@ -148,7 +148,7 @@ def test_a_failed_create_never_deletes_another_rows_vector(world: World) -> None
 def test_a_digit_string_key_on_an_int_key_column_keeps_row_and_vector_linked(
     world: World,
 ) -> None:
-    with world.runner.database.write() as conn:
+    with world.runner.stores.log.db.write() as conn:
         conn.execute("CREATE TABLE items (id INT PRIMARY KEY, body, vector_id TEXT)")
     world.runner.track("items", dimension=DIM)
     try:
@@ -196,7 +196,7 @@ def test_two_tables_never_share_a_collection(world: World) -> None:
 
     world.runner.reconcile(fix=True)
 
-    assert "notes:1" in world.runner.vectors.get("notes", ["notes:1"])
+    assert "notes:1" in world.runner.stores.vectors.get("notes", ["notes:1"])
     assert world.runner.reconcile().clean
 
 
@@ -240,6 +240,6 @@ def test_recovery_refuses_a_payload_that_names_another_key(world: World) -> None
 
 @pytest.mark.parametrize("dimension", [2**70, 10**6], ids=["beyond 64 bits", "beyond the limit"])
 def test_a_dimension_out_of_range_is_refused(world: World, dimension: int) -> None:
-    with world.runner.database.write() as conn:
+    with world.runner.stores.log.db.write() as conn:
         conn.execute("CREATE TABLE wide (id INTEGER PRIMARY KEY, vector_id TEXT)")
     refused_cleanly(world, lambda: world.runner.track("wide", dimension=dimension), "dimension")

@@ -127,7 +127,7 @@ def test_track_is_refused_whole_or_recorded(world: World, data: st.DataObject) -
         config = (table, collection, key, link, dimension)
         assert ok, f"bad configuration accepted: {config}, {current}, {result}"
         event("accepted")
-        stored = world.runner.log.tracked(table)
+        stored = world.runner.stores.catalog.tracked(table)
         assert stored == result
         assert stored is not None
         assert (stored.collection, stored.key, stored.vector_id_column) == wanted

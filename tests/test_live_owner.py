@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 WRITER = """
 import sys
-from saga import SagaRunner
+from saga import SagaRunner, failpoints
+failpoints.load_from_env()
 runner = SagaRunner.open(sys.argv[1], chroma_host="127.0.0.1", chroma_port=int(sys.argv[2]))
 runner.track("notes")
 runner.create("notes", {"id": 7, "body": "paused"}, embedding=[0.1, 0.2, 0.3, 0.4])
@@ -82,7 +83,7 @@ def test_recovery_never_takes_a_saga_from_a_live_owner(
             report = runner.recover()
             assert report.skipped_ids == (saga_id,)
             assert (report.resumed, report.compensated) == (0, 0)
-            assert [s.state for s in runner.log.in_flight()] == ["pending"]
+            assert [s.state for s in runner.in_flight()] == ["pending"]
             writer.send_signal(signal.SIGKILL)
             writer.wait(timeout=30)
             # Its pid is gone: taken at once, without waiting out the 30 s lease.

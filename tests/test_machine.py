@@ -25,7 +25,7 @@ from saga import (
 from saga._engine import Outcome
 from steps import CREATE, DEFINITIONS, CommitRows, WriteVectors
 from tests._probe import history, payloads, query, saga_row
-from tests.conftest import rows, vec, vector_ids
+from tests.conftest import rewired, rows, vec, vector_ids
 
 CREATE_STATES = {
     "pending",
@@ -123,7 +123,7 @@ def test_the_engine_refuses_an_illegal_move_before_persisting_it(
     runner: SagaRunner, db_path: Path
 ) -> None:
     result = runner.create("notes", {"id": 1, "body": "x"}, embedding=vec(1))
-    loaded = runner.log.load(result.saga_id)
+    loaded = runner.stores.log.load(result.saga_id)
     assert loaded is not None
     saga, _payload = loaded
     ctx = SagaContext(
@@ -131,12 +131,12 @@ def test_the_engine_refuses_an_illegal_move_before_persisting_it(
         op="create",
         spec=runner.spec("notes"),
         items=[Item(key=1)],
-        vectors=runner.vectors,
+        vectors=runner.stores.vectors,
     )
     before = history(db_path, result.saga_id)
 
     with pytest.raises(IllegalTransitionError):
-        runner.engine._persist(SagaMachine(CREATE), saga, ctx, ["compensate"])
+        runner._services.engine._persist(SagaMachine(CREATE), saga, ctx, ["compensate"])
 
     assert history(db_path, result.saga_id) == before
     assert saga_row(db_path, result.saga_id)["state"] == "synced"  # type: ignore[index]
@@ -255,9 +255,13 @@ def audit(runner: SagaRunner, db_path: Path) -> AuditStep:
     conn = sqlite3.connect(db_path)
     conn.execute(AUDIT_SCHEMA)
     conn.close()
-    step = AuditStep(db_path)
-    runner.engine.vectors = _JournalingVectors(runner.engine.vectors, step.journal)
-    return step
+    return AuditStep(db_path)
+
+
+@pytest.fixture
+def audited(runner: SagaRunner, audit: AuditStep) -> SagaRunner:
+    """``runner`` over its real vector store, journaled into ``audit.journal``."""
+    return rewired(runner, vectors=_JournalingVectors(runner.stores.vectors, audit.journal))
 
 
 def _audited_create(audit: AuditStep) -> SagaDefinition:
@@ -270,8 +274,8 @@ def _audited_create(audit: AuditStep) -> SagaDefinition:
 
 def _drive(runner: SagaRunner, definition: SagaDefinition, key: int) -> Any:
     item = Item(key=key, row={"body": f"note {key}"}, embedding=tuple(vec(key)), document="d")
-    saga, ctx = runner.engine.begin(definition, runner.spec("notes"), "create", [item])
-    return runner.engine.drive(definition, saga, ctx)
+    saga, ctx = runner._services.engine.begin(definition, runner.spec("notes"), "create", [item])
+    return runner._services.engine.drive(definition, saga, ctx)
 
 
 def test_a_custom_definition_has_the_extra_state_before_the_pivot(audit: AuditStep) -> None:
@@ -284,12 +288,12 @@ def test_a_custom_definition_has_the_extra_state_before_the_pivot(audit: AuditSt
 
 
 def test_a_custom_saga_with_an_extra_step_runs_end_to_end(
-    runner: SagaRunner, db_path: Path, audit: AuditStep
+    audited: SagaRunner, db_path: Path, audit: AuditStep
 ) -> None:
     definition = _audited_create(audit)
-    runner.register(definition)
+    audited.register(definition)
 
-    settled = _drive(runner, definition, 1)
+    settled = _drive(audited, definition, 1)
 
     assert settled.outcome is Outcome.SYNCED
     saga_id = settled.saga.saga_id
@@ -303,19 +307,19 @@ def test_a_custom_saga_with_an_extra_step_runs_end_to_end(
     assert saga_row(db_path, saga_id)["definition"] == "audited_create"  # type: ignore[index]
     assert query(db_path, "SELECT * FROM audit_log") == [{"saga_id": saga_id, "record_key": 1}]
     assert rows(db_path)[1]["vector_id"] == "notes:1"
-    assert vector_ids(runner) == {"notes:1"}
+    assert vector_ids(audited) == {"notes:1"}
     assert payloads(db_path) == {}
     assert audit.journal == ["vectors.upsert", "audit.forward"]
 
 
 def test_a_custom_saga_compensates_the_steps_before_the_pivot_in_reverse(
-    runner: SagaRunner, db_path: Path, audit: AuditStep
+    audited: SagaRunner, db_path: Path, audit: AuditStep
 ) -> None:
     definition = _audited_create(audit)
-    runner.register(definition)
+    audited.register(definition)
 
     with failpoints.armed("sqlite.commit_rows=raise:sqlite-ioerror"):
-        settled = _drive(runner, definition, 1)
+        settled = _drive(audited, definition, 1)
 
     assert settled.outcome is Outcome.FAILED
     saga_id = settled.saga.saga_id
@@ -334,18 +338,18 @@ def test_a_custom_saga_compensates_the_steps_before_the_pivot_in_reverse(
     ]
     assert query(db_path, "SELECT * FROM audit_log") == []
     assert rows(db_path) == {}
-    assert vector_ids(runner) == set()
+    assert vector_ids(audited) == set()
     assert payloads(db_path) == {}
 
 
 def test_a_failing_extra_step_rolls_back_and_compensates_what_ran_before_it(
-    runner: SagaRunner, db_path: Path, audit: AuditStep
+    audited: SagaRunner, db_path: Path, audit: AuditStep
 ) -> None:
     definition = _audited_create(audit)
-    runner.register(definition)
+    audited.register(definition)
 
     with failpoints.armed("during:audit=raise"):
-        settled = _drive(runner, definition, 1)
+        settled = _drive(audited, definition, 1)
 
     assert settled.outcome is Outcome.FAILED
     assert history(db_path, settled.saga.saga_id) == [
@@ -363,4 +367,4 @@ def test_a_failing_extra_step_rolls_back_and_compensates_what_ran_before_it(
     ]
     assert query(db_path, "SELECT * FROM audit_log") == []
     assert rows(db_path) == {}
-    assert vector_ids(runner) == set()
+    assert vector_ids(audited) == set()

@@ -32,7 +32,7 @@ from saga import (
 from saga._clock import parse_stamp, stamp
 from steps import DEFINITIONS
 from tests._probe import history, run_worker, saga_row, saga_rows
-from tests.conftest import rows, saga_state, vec, vector_ids
+from tests.conftest import rewired, rows, saga_state, vec, vector_ids
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 TTL = 30.0
@@ -87,7 +87,7 @@ def leased(db_path: Path, chroma_path: Path) -> Iterator[SagaRunner]:
 def other(db_path: Path, chroma_path: Path, leased: SagaRunner) -> Iterator[SagaRunner]:
     """A second runner (its own lease owner) on the same stores, in this process."""
     with _open(db_path, chroma_path) as runner:
-        assert runner.log.owner != leased.log.owner
+        assert runner.stores.log.owner != leased.stores.log.owner
         yield runner
 
 
@@ -143,7 +143,7 @@ def test_two_threads_on_one_key_one_wins_the_other_is_refused(
     assert won.saga_id in str(refused)
     # No lost update: both stores hold the winner's write, and the loser left no saga.
     assert rows(db_path)[1]["body"] == "first"
-    vector = runner.vectors.get("notes", ["notes:1"], embeddings=True)["notes:1"]
+    vector = runner.stores.vectors.get("notes", ["notes:1"], embeddings=True)["notes:1"]
     assert vector.document == "first"
     assert vector.embedding == pytest.approx(vec(len("first")))
     assert vector.metadata["saga_id"] == won.saga_id
@@ -176,8 +176,11 @@ def test_two_threads_racing_from_a_barrier_one_key_never_lose_an_update(
         assert lost[0].holder == won[0].saga_id
     last = max(won, key=lambda r: [h["at"] for h in _history_rows(db_path, r.saga_id)][-1])
     body = rows(db_path)[1]["body"]
-    assert runner.vectors.get("notes", ["notes:1"])["notes:1"].document == body
-    assert runner.vectors.get("notes", ["notes:1"])["notes:1"].metadata["saga_id"] == last.saga_id
+    assert runner.stores.vectors.get("notes", ["notes:1"])["notes:1"].document == body
+    assert (
+        runner.stores.vectors.get("notes", ["notes:1"])["notes:1"].metadata["saga_id"]
+        == last.saga_id
+    )
 
 
 def _history_rows(db_path: Path, saga_id: str) -> list[dict[str, Any]]:
@@ -271,17 +274,17 @@ def test_a_lease_already_expired_when_recovery_looked_is_claimed_only_once(
     saga_id = dead_saga["saga_id"]
     _plant(db_path, saga_id, lease_owner="otherhost:1:tok")
     expires = parse_stamp(dead_saga["lease_expires_at"])
-    [seen] = leased.log.in_flight()
+    [seen] = leased.in_flight()
 
     with freeze_time(expires + dt.timedelta(seconds=1)):
-        first = leased.log.claim(seen)
-        second = other.log.claim(seen)  # the same stale view: the CAS refuses it
+        first = leased.stores.log.claim(seen)
+        second = other.stores.log.claim(seen)  # the same stale view: the CAS refuses it
 
     assert first is not None
     assert second is None
     saga = saga_row(db_path, saga_id)
     assert saga is not None
-    assert saga["lease_owner"] == leased.log.owner
+    assert saga["lease_owner"] == leased.stores.log.owner
     assert saga["attempts"] == 1
 
 
@@ -301,11 +304,11 @@ def test_a_running_saga_renews_its_lease_and_keeps_recovery_away(
             call = Call(lambda: _update(leased, "renewed"))
             call.start()
             _wait_for_hit("after:pending", since["after:pending"])
-            [saga] = leased.log.in_flight()
+            [saga] = leased.in_flight()
             assert parse_stamp(saga.lease_expires_at or "") == T0 + dt.timedelta(seconds=TTL)
             clock.move_to(T0 + dt.timedelta(seconds=20))
             _wait_for_hit("before:write_vectors", since["before:write_vectors"])
-            [renewed] = leased.log.in_flight()
+            [renewed] = leased.in_flight()
             assert renewed.lease_expires_at == stamp(T0 + dt.timedelta(seconds=20 + TTL))
             # Past the first expiry, before the renewed one: the lease is live.
             clock.move_to(T0 + dt.timedelta(seconds=35))
@@ -361,14 +364,14 @@ def test_a_runner_whose_lease_was_taken_stops_with_lease_lost(
 ) -> None:
     with freeze_time(T0) as clock:
         _create(leased)
-        counting = CountingWrites(leased.engine.vectors)
-        leased.engine.vectors = counting  # type: ignore[assignment]
+        counting = CountingWrites(leased.stores.vectors)
+        counted = rewired(leased, vectors=counting)
         with failpoints.armed(f"{held_at}=sleep:0.8*1"):
             since = failpoints.hits(held_at)
-            call = Call(lambda: _update(leased, "taken over"))
+            call = Call(lambda: _update(counted, "taken over"))
             call.start()
             _wait_for_hit(held_at, since)
-            [saga] = leased.log.in_flight()
+            [saga] = leased.in_flight()
             # The lease runs out while the runner is stalled; another runner takes over.
             clock.move_to(T0 + dt.timedelta(seconds=TTL + 1))
             report = other.recover()
@@ -388,7 +391,7 @@ def test_a_runner_whose_lease_was_taken_stops_with_lease_lost(
     ]
     assert saga_state(db_path, saga.saga_id) == "synced"
     assert rows(db_path)[1]["body"] == "taken over"
-    vector = leased.vectors.get("notes", ["notes:1"])["notes:1"]
+    vector = leased.stores.vectors.get("notes", ["notes:1"])["notes:1"]
     assert (vector.document, vector.metadata["saga_id"]) == ("taken over", saga.saga_id)
     assert leased.reconcile().clean
 
@@ -425,22 +428,22 @@ def test_the_lease_is_renewed_before_a_step_that_could_outlive_it(
 ) -> None:
     """17 s of a 30 s lease are left when the vector step starts: more than half, so
     only a step that may take 20 s (a 10 s call bound, write and read-back) renews."""
-    leased.engine.step_budget = step_budget
+    leased._services.engine.step_budget = step_budget
     renewed: list[str] = []
-    real_renew = leased.log.renew
+    real_renew = leased.stores.log.renew
 
     def counting_renew(saga: Any) -> Any:
         renewed.append(saga.saga_id)
         return real_renew(saga)
 
-    leased.log.renew = counting_renew  # type: ignore[method-assign]
+    leased.stores.log.renew = counting_renew  # type: ignore[method-assign]
     with freeze_time(T0) as clock:
         item = Item(key=5, row={"body": "b"}, embedding=tuple(vec(5)), document="b")
-        saga, ctx = leased.engine.begin(
+        saga, ctx = leased._services.engine.begin(
             DEFINITIONS["create"], leased.spec("notes"), "create", [item]
         )
         clock.move_to(T0 + dt.timedelta(seconds=TTL - 17))
-        settled = leased.engine.drive(DEFINITIONS["create"], saga, ctx)
+        settled = leased._services.engine.drive(DEFINITIONS["create"], saga, ctx)
 
     assert settled.saga.state == "synced"
     assert renewed == [saga.saga_id] * renewals

@@ -93,7 +93,7 @@ def test_an_in_flight_create_is_never_returned(runner: SagaRunner) -> None:
 
     with Held("after:write_vectors", 1.0, write):
         # Its vector is in Chroma, nearest to the query; its row is not committed.
-        assert "notes:2" in runner.vectors.get("notes", ["notes:2"])
+        assert "notes:2" in runner.stores.vectors.get("notes", ["notes:2"])
         assert _keys(runner.query("notes", embedding=Q, n_results=5)) == [1]
         assert _keys(runner.query("notes", embedding=Q, n_results=1)) == [1]
         assert _keys(runner.query("notes", embedding=Q, where={"n": 2})) == []
@@ -108,7 +108,7 @@ def test_an_in_flight_update_returns_the_committed_row(runner: SagaRunner) -> No
         return runner.update("notes", 1, {"body": "uncommitted"}, document="uncommitted")
 
     with Held("after:write_vectors", 1.0, write):
-        assert runner.vectors.get("notes", ["notes:1"])["notes:1"].document == "uncommitted"
+        assert runner.stores.vectors.get("notes", ["notes:1"])["notes:1"].document == "uncommitted"
         [found] = runner.query("notes", embedding=Q, n_results=3)
         assert found.key == 1
         assert found.row == {"id": 1, "body": "note 1", "score": None, "vector_id": "notes:1"}
@@ -124,7 +124,7 @@ def test_a_vector_left_by_a_stuck_compensation_is_not_returned(runner: SagaRunne
         pytest.raises(CompensationError),
     ):
         _create(runner, 2, _at(0))
-    assert "notes:2" in runner.vectors.get("notes", ["notes:2"])
+    assert "notes:2" in runner.stores.vectors.get("notes", ["notes:2"])
 
     assert _keys(runner.query("notes", embedding=Q, n_results=5)) == [1]
     assert _keys(runner.query("notes", embedding=Q, where={"n": 2})) == []
@@ -192,7 +192,7 @@ def test_orphan_vectors_are_never_returned_even_when_nearest(runner: SagaRunner)
     orphans.append(
         VectorRecord(id="stray", embedding=tuple(Q), document=None, metadata={"lang": "en"})
     )
-    runner.vectors.upsert("notes", orphans)
+    runner.stores.vectors.upsert("notes", orphans)
 
     assert _keys(runner.query("notes", embedding=Q, n_results=2)) == [1, 2]
     assert _keys(runner.query("notes", embedding=Q, n_results=1)) == [1]

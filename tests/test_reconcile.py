@@ -57,7 +57,7 @@ def test_orphan_vectors_are_found_across_pages_and_deleted(populated: SagaRunner
         VectorRecord(id="notes:99", embedding=(0.1, 0.2, 0.3, 0.4), document="x", metadata=None),
         VectorRecord(id="stray", embedding=(0.4, 0.3, 0.2, 0.1), document=None, metadata=None),
     ]
-    populated.vectors.upsert("notes", planted)
+    populated.stores.vectors.upsert("notes", planted)
     report = populated.reconcile(page_size=2)
     assert set(report.orphan_vectors) == {"notes:99", "stray"}
     assert not report.clean
@@ -69,15 +69,15 @@ def test_orphan_vectors_are_found_across_pages_and_deleted(populated: SagaRunner
 
 
 def test_drift_is_found_and_rewritten_from_the_synced_state(populated: SagaRunner) -> None:
-    before = populated.vectors.get("notes", ["notes:3"], embeddings=True)["notes:3"]
+    before = populated.stores.vectors.get("notes", ["notes:3"], embeddings=True)["notes:3"]
     tampered = VectorRecord(
         id="notes:3", embedding=before.embedding, document="tampered", metadata={"x": 1}
     )
-    populated.vectors.upsert("notes", [tampered])
+    populated.stores.vectors.upsert("notes", [tampered])
     assert populated.reconcile().drift == ("notes:3",)
     report = populated.reconcile(fix=True)
     assert report.fixed == ("notes:3",)
-    after = populated.vectors.get("notes", ["notes:3"], embeddings=True)["notes:3"]
+    after = populated.stores.vectors.get("notes", ["notes:3"], embeddings=True)["notes:3"]
     assert after.document == body("t", 3)
     assert after.embedding == pytest.approx(before.embedding)
     assert {k: v for k, v in (after.metadata or {}).items() if k != "saga_id"} == {
@@ -89,7 +89,7 @@ def test_drift_is_found_and_rewritten_from_the_synced_state(populated: SagaRunne
 
 
 def test_missing_vectors_need_the_applications_embedder(populated: SagaRunner) -> None:
-    populated.vectors.delete("notes", ["notes:2", "notes:5"])
+    populated.stores.vectors.delete("notes", ["notes:2", "notes:5"])
     report = populated.reconcile(fix=True)
     assert set(report.missing_vectors) == {"notes:2", "notes:5"}
     assert set(report.unfixable) == {"notes:2", "notes:5"}
@@ -97,7 +97,7 @@ def test_missing_vectors_need_the_applications_embedder(populated: SagaRunner) -
     repaired = populated.reconcile(fix=True, rebuild=rebuild)
     assert set(repaired.fixed) == {"notes:2", "notes:5"}
     assert populated.reconcile().clean
-    stored = populated.vectors.get("notes", ["notes:2"])["notes:2"]
+    stored = populated.stores.vectors.get("notes", ["notes:2"])["notes:2"]
     assert stored.document == body("t", 2)
 
 
@@ -124,11 +124,11 @@ def test_in_flight_sagas_are_not_orphans_but_stuck_once_old(tmp_path: Path) -> N
         assert not old.clean
         fixed = runner.reconcile(fix=True, stuck_after=dt.timedelta(0))
         assert fixed.clean
-        assert runner.log.in_flight() == []
+        assert runner.in_flight() == []
 
 
 def test_aliases(populated: SagaRunner) -> None:
-    populated.vectors.upsert(
+    populated.stores.vectors.upsert(
         "notes", [VectorRecord(id="zz-orphan", embedding=(1.0,) * 4, document=None, metadata=None)]
     )
     assert populated.detect_orphaned_records().orphan_vectors == ("zz-orphan",)
@@ -138,13 +138,13 @@ def test_aliases(populated: SagaRunner) -> None:
 def counting_gets(runner: SagaRunner, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record every vector id reconcile asks Chroma for by id."""
     asked: list[str] = []
-    get = runner.vectors.get
+    get = runner.stores.vectors.get
 
     def counted(collection: str, ids: Any, **kwargs: Any) -> dict[str, VectorRecord]:
         asked.extend(ids)
         return get(collection, ids, **kwargs)
 
-    monkeypatch.setattr(runner.vectors, "get", counted)
+    monkeypatch.setattr(runner.stores.vectors, "get", counted)
     return asked
 
 
@@ -152,7 +152,7 @@ def test_when_the_stores_agree_chroma_is_read_once(
     populated: SagaRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asked = counting_gets(populated, monkeypatch)
-    populated.vectors.upsert(
+    populated.stores.vectors.upsert(
         "notes", [VectorRecord(id="stray", embedding=(1.0,) * 4, document=None, metadata=None)]
     )
     report = populated.reconcile(page_size=2)
@@ -164,7 +164,7 @@ def test_when_the_stores_agree_chroma_is_read_once(
 def test_only_rows_not_seen_linked_are_looked_up(
     populated: SagaRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    populated.vectors.delete("notes", ["notes:5", "notes:2"])
+    populated.stores.vectors.delete("notes", ["notes:5", "notes:2"])
     asked = counting_gets(populated, monkeypatch)
     report = populated.reconcile(page_size=2)
     assert report.missing_vectors == ("notes:2", "notes:5")  # in key order
@@ -188,9 +188,9 @@ def test_a_row_naming_another_rows_vector_is_missing_its_own(
 def test_a_vector_claiming_another_row_is_an_orphan_and_its_row_not_missing(
     populated: SagaRunner,
 ) -> None:
-    before = populated.vectors.get("notes", ["notes:3"], embeddings=True)["notes:3"]
+    before = populated.stores.vectors.get("notes", ["notes:3"], embeddings=True)["notes:3"]
     claims = {**(before.metadata or {}), "sqlite_record_id": 5}
-    populated.vectors.upsert(
+    populated.stores.vectors.upsert(
         "notes",
         [
             VectorRecord(

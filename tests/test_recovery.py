@@ -26,7 +26,7 @@ import pytest
 from saga import CompensationError, Item, RetryPolicy, SagaRunner, failpoints
 from steps import DEFINITIONS
 from tests._recovery_worker import body, embedding_for
-from tests.conftest import make_db
+from tests.conftest import make_db, rewired
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS = ["create", "update", "delete", "create_many", "update_many", "delete_many"]
@@ -97,9 +97,9 @@ def keys_for(op: str) -> list[int]:
 
 def observed(runner: SagaRunner, keys: list[int]) -> dict[int, tuple[str | None, str | None]]:
     """key -> (row body, vector document), None where absent."""
-    with runner.database.read() as conn:
+    with runner.stores.log.db.read() as conn:
         bodies = {r[0]: r[1] for r in conn.execute("SELECT id, body FROM notes")}
-    vectors = runner.vectors.get("notes", [f"notes:{k}" for k in keys])
+    vectors = runner.stores.vectors.get("notes", [f"notes:{k}" for k in keys])
     return {
         k: (bodies.get(k), vectors[f"notes:{k}"].document if f"notes:{k}" in vectors else None)
         for k in keys
@@ -115,7 +115,7 @@ def expected(op: str, keys: list[int], applied: bool) -> dict[int, tuple[str | N
 
 
 def assert_consistent(runner: SagaRunner) -> None:
-    assert runner.log.in_flight() == []
+    assert runner.in_flight() == []
     report = runner.reconcile()
     assert report.clean, report
     assert not report.orphan_vectors
@@ -146,7 +146,7 @@ def recover_copy(source: Path, target: Path, policy: str, in_flight: int = 1) ->
     """Recovery on a copy of the crashed stores (so both policies see the same crash)."""
     shutil.copytree(source, target)
     runner = open_runner(target)
-    assert len(runner.log.in_flight()) == in_flight
+    assert len(runner.in_flight()) == in_flight
     report = runner.recover(policy=policy)
     assert report.failed == 0, report
     assert report.resumed + report.compensated == in_flight, report
@@ -219,7 +219,7 @@ def test_a_saga_left_in_vector_written_by_an_earlier_build_is_recovered(
             assert_consistent(runner)
             assert observed(runner, keys) == expected(op, keys, policy == "resume"), policy
             assert_old_rows_acknowledged(runner, op, keys)
-            events = [h["event"] for h in runner.log.history(saga_id)]
+            events = [h["event"] for h in runner.stores.log.history(saga_id)]
             assert events == ["begin", "write_vectors", *path], policy
 
 
@@ -242,7 +242,7 @@ def test_crash_during_recovery_is_itself_recoverable(tmp_path: Path) -> None:
     assert worker(["recover", db, chroma], "during:commit_rows=kill") == -signal.SIGKILL
     assert worker(["recover", db, chroma], "after:claim=kill") == -signal.SIGKILL
     with open_runner(crashed) as runner:
-        stuck = runner.log.in_flight()
+        stuck = runner.in_flight()
         assert len(stuck) == 1
         assert stuck[0].attempts == 2  # both claims were counted
         report = runner.recover()
@@ -257,7 +257,7 @@ def test_recovery_gives_up_forward_after_max_attempts(tmp_path: Path) -> None:
         with failpoints.armed("chroma.upsert=raise:chroma-unavailable"):
             first = runner.recover(max_attempts=2)
             assert first.failed == 1
-            saga = runner.log.in_flight()[0]
+            saga = runner.in_flight()[0]
             assert (saga.state, saga.attempts) == ("pending", 1)
             assert saga.last_error
             second = runner.recover(max_attempts=2)
@@ -271,7 +271,7 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     with open_runner(crashed) as runner:
         report = runner.recover(dry_run=True)
         assert (report.resumed, report.dry_run) == (1, True)
-        assert [s.state for s in runner.log.in_flight()] == ["pending"]
+        assert [s.state for s in runner.in_flight()] == ["pending"]
         assert runner.recover(policy="compensate", dry_run=True).compensated == 1
         assert runner.recover().resumed == 1
 
@@ -281,7 +281,7 @@ def test_older_than_leaves_young_sagas(tmp_path: Path) -> None:
     with open_runner(crashed) as runner:
         young = runner.recover(older_than=dt.timedelta(hours=1))
         assert (young.resumed, young.skipped) == (0, 0)
-        assert len(runner.log.in_flight()) == 1
+        assert len(runner.in_flight()) == 1
         assert runner.recover(older_than=dt.timedelta(0)).resumed == 1
 
 
@@ -342,7 +342,7 @@ def test_the_same_runner_recovers_a_saga_its_call_could_not_settle(tmp_path: Pat
             pytest.raises(CompensationError) as caught,
         ):
             runner.create("notes", {"id": 11, "body": text}, embedding=embedding_for(text))
-        stuck = runner.log.in_flight()
+        stuck = runner.in_flight()
         assert [(s.saga_id, s.state) for s in stuck] == [(caught.value.saga_id, "compensating")]
         assert stuck[0].lease_owner is None  # let go at once: no lease to wait out
         report = runner.recover()
@@ -377,8 +377,8 @@ def plant_pending(runner: SagaRunner, op: str, key: int) -> None:
     item = Item(key=key, row=row, embedding=tuple(embedding_for(text)), document=text)
     if op == "delete":
         item = Item(key=key)
-    saga, _ctx = runner.engine.begin(DEFINITIONS[op], runner.spec("notes"), op, [item])
-    runner.log.release(saga)
+    saga, _ctx = runner._services.engine.begin(DEFINITIONS[op], runner.spec("notes"), op, [item])
+    runner.stores.log.release(saga)
 
 
 def test_recovery_shares_chroma_requests_across_a_group(tmp_path: Path) -> None:
@@ -388,9 +388,8 @@ def test_recovery_shares_chroma_requests_across_a_group(tmp_path: Path) -> None:
             plant_pending(runner, "create", key)
         plant_pending(runner, "update", 1)
         plant_pending(runner, "delete", 2)
-        counting = CountingVectors(runner.vectors)
-        runner.vectors = runner.engine.vectors = counting  # type: ignore[assignment]
-        report = runner.recover()
+        counting = CountingVectors(runner.stores.vectors)
+        report = rewired(runner, vectors=counting).recover()
         assert (report.resumed, report.failed) == (42, 0)
         # One request per step kind (create, update, delete), not one per saga.
         assert counting.writes == 3
@@ -426,16 +425,15 @@ def test_recovery_does_not_rewrite_a_vector_already_stored_exactly(tmp_path: Pat
             item = Item(
                 key=key, row={"body": text}, embedding=tuple(embedding_for(text)), document=text
             )
-            saga, ctx = runner.engine.begin(DEFINITIONS["create"], spec, "create", [item])
+            saga, ctx = runner._services.engine.begin(DEFINITIONS["create"], spec, "create", [item])
             written = ctx.new_vector(item)
             if key == 102:  # changed behind the saga's back after its vector step
                 written = attrs.evolve(written, document="tampered")
             if key != 104:  # 104's writer died before its vector step
-                runner.vectors.upsert("notes", [written])
-            runner.log.release(saga)
-        recording = RecordingVectors(runner.vectors)
-        runner.vectors = runner.engine.vectors = recording  # type: ignore[assignment]
-        report = runner.recover()
+                runner.stores.vectors.upsert("notes", [written])
+            runner.stores.log.release(saga)
+        recording = RecordingVectors(runner.stores.vectors)
+        report = rewired(runner, vectors=recording).recover()
         assert (report.resumed, report.failed) == (5, 0)
         assert sorted(recording.upserted) == ["notes:102", "notes:104"]
         assert_consistent(runner)

@@ -42,7 +42,7 @@ def test_a_version_1_database_is_migrated_and_its_sagas_recovered(tmp_path: Path
     ) as runner:
         assert schema_version(db) == SCHEMA_VERSION == 3
         assert "content" in columns(db, "vector_sync_state")
-        assert [s.state for s in runner.log.in_flight()] == ["pending", "pending"]
+        assert [s.state for s in runner.in_flight()] == ["pending", "pending"]
         report = runner.recover()
         assert (report.resumed, report.failed) == (2, 0)
         assert runner.reconcile().clean

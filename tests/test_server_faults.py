@@ -130,8 +130,8 @@ def test_a_fault_at_the_vector_write_leaves_both_stores_agreeing(
     scenario = SCENARIOS[name]
     runner = world.open(retry=scenario.retry, timeouts=scenario.timeouts)
     _seed(runner)
-    faulty = fx.FaultAtWrite(runner.vectors, proxy, scenario.schedule)
-    fx.swap_vectors(runner, faulty)
+    faulty = fx.FaultAtWrite(runner.stores.vectors, proxy, scenario.schedule)
+    runner = fx.swap_vectors(runner, faulty)
 
     error: Exception | None = None
     began = time.monotonic()

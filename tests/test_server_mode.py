@@ -78,8 +78,8 @@ def test_a_runner_on_an_http_client_writes_both_stores(world: fx.World) -> None:
     )
     try:
         runner = world.open(client=client)
-        assert runner.vectors.remote
-        assert runner.vectors.session_bounded
+        assert runner.stores.vectors.remote
+        assert runner.stores.vectors.session_bounded
 
         runner.create("notes", {"id": 1, "body": "one"}, embedding=vec(1), document="one")
         runner.create_many(
@@ -104,13 +104,13 @@ def test_a_runner_on_an_http_client_writes_both_stores(world: fx.World) -> None:
 @pytest.mark.chroma_server
 def test_a_runner_on_host_and_port_owns_and_closes_its_client(world: fx.World) -> None:
     runner = world.open()
-    store = runner.vectors
+    store = runner.stores.vectors
     assert isinstance(store, ChromaVectorStore)
     assert store.remote
     assert store.session_bounded
     # The lease is renewed before a vector step with less left than a write and its
     # read-back may take.
-    assert runner.engine.step_budget == 2 * fx.bound(fx.RETRY, fx.TIMEOUTS)
+    assert runner._services.engine.step_budget == 2 * fx.bound(fx.RETRY, fx.TIMEOUTS)
 
     runner.create("notes", {"id": 1, "body": "one"}, embedding=vec(1), document="one")
     assert world.assert_consistent() == {1: "one"}
@@ -387,7 +387,7 @@ def test_embedded_reads_back_a_write_whose_answer_was_lost(
     with failpoints.armed("chroma.upsert.after=raise:chroma-timeout"):
         runner.create("notes", {"id": 1, "body": "one"}, embedding=vec(1), document="one")
 
-    assert runner.vectors.read_backs == {"upsert:applied": 1}
+    assert runner.stores.vectors.read_backs == {"upsert:applied": 1}
     assert set(rows(db_path)) == {1}
     assert vector_ids(runner) == {"notes:1"}
 
@@ -402,7 +402,7 @@ def test_embedded_compensates_a_write_that_read_back_shows_missing(
         runner.create("notes", {"id": 1, "body": "one"}, embedding=vec(1), document="one")
 
     assert isinstance(caught.value.cause, VectorStoreTimeout)
-    assert runner.vectors.read_backs == {"upsert:not_applied": 1}
+    assert runner.stores.vectors.read_backs == {"upsert:not_applied": 1}
     assert rows(db_path) == {}
     assert vector_ids(runner) == set()
 
@@ -428,7 +428,7 @@ def test_a_5xx_injected_after_the_write_is_not_read_back(runner: SagaRunner, db_
     ):
         runner.create("notes", {"id": 1, "body": "one"}, embedding=vec(1), document="one")
 
-    assert not runner.vectors.read_backs
+    assert not runner.stores.vectors.read_backs
     assert vector_ids(runner) == set()
 
 

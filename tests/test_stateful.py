@@ -422,7 +422,7 @@ class SagaStateMachine(RuleBasedStateMachine):
         """Chroma refuses every write: each saga that needs one stays in flight,
         released, for the next run (a transient failure is not a reason to compensate)."""
         self.clock.advance(TTL + 1)
-        states = {saga.saga_id: saga.state for saga in self.runner.log.in_flight()}
+        states = {saga.saga_id: saga.state for saga in self.runner.in_flight()}
         down = "chroma.upsert=raise:chroma-unavailable;chroma.delete=raise:chroma-unavailable"
         with failpoints.armed(down):
             report = self.runner.recover()
@@ -439,7 +439,7 @@ class SagaStateMachine(RuleBasedStateMachine):
         for saga_id in report.failed_ids:
             self.in_flight[saga_id].claims += 1
         assert self.in_flight_ids() == set(self.in_flight)
-        for saga in self.runner.log.in_flight():
+        for saga in self.runner.in_flight():
             assert saga.lease_owner is None  # released: the next run need not wait
 
     @rule(fix=st.booleans())
@@ -455,7 +455,7 @@ class SagaStateMachine(RuleBasedStateMachine):
     # -- invariants ---------------------------------------------------------------------
 
     def in_flight_ids(self) -> set[str]:
-        return {saga.saga_id for saga in self.runner.log.in_flight()}
+        return {saga.saga_id for saga in self.runner.in_flight()}
 
     @invariant()
     def only_the_expected_sagas_are_in_flight(self) -> None:
@@ -513,9 +513,9 @@ def stored_rows(db: Path) -> dict[int, tuple[str, str]]:
 
 
 def stored_vectors(runner: SagaRunner) -> dict[int, tuple[Any, ...]]:
-    ids = [r.id for page in runner.vectors.iter_records("notes", 1000) for r in page]
+    ids = [r.id for page in runner.stores.vectors.iter_records("notes", 1000) for r in page]
     found = {}
-    for record in runner.vectors.get("notes", ids, embeddings=True).values():
+    for record in runner.stores.vectors.get("notes", ids, embeddings=True).values():
         metadata = dict(record.metadata or {})
         key = metadata.pop("sqlite_record_id")
         assert record.id == f"notes:{key}"

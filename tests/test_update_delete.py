@@ -25,7 +25,7 @@ from saga import (
     failpoints,
 )
 from tests._probe import history, log_snapshot, payloads, saga_row, saga_rows, sync_states
-from tests.conftest import rows, saga_state, vec, vector_ids
+from tests.conftest import rewired, rows, saga_state, vec, vector_ids
 
 SAGA_STEPS = [
     ("begin", None, "pending"),
@@ -52,7 +52,7 @@ def _names_the_key(field: str) -> bool:
 
 
 def _vector(runner: SagaRunner, key: int) -> Any:
-    return runner.vectors.get("notes", [f"notes:{key}"], embeddings=True).get(f"notes:{key}")
+    return runner.stores.vectors.get("notes", [f"notes:{key}"], embeddings=True).get(f"notes:{key}")
 
 
 def _snapshot(runner: SagaRunner, db_path: Path) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def _snapshot(runner: SagaRunner, db_path: Path) -> dict[str, Any]:
     ids = sorted(vector_ids(runner))
     return {
         "rows": rows(db_path),
-        "vectors": runner.vectors.get("notes", ids, embeddings=True),
+        "vectors": runner.stores.vectors.get("notes", ids, embeddings=True),
     }
 
 
@@ -431,7 +431,7 @@ def test_a_before_image_read_stale_by_the_time_of_pending_is_read_again(
 
     [error] = outcome
     assert isinstance(error, DataIntegrityError), error
-    stored = runner.vectors.get("notes", ["notes:2"], embeddings=True)["notes:2"]
+    stored = runner.stores.vectors.get("notes", ["notes:2"], embeddings=True)["notes:2"]
     assert stored.document == "B"
     assert stored.embedding == pytest.approx(vec(60))
     assert rows(db_path)[2]["body"] == "B"
@@ -445,7 +445,7 @@ def test_before_images_that_keep_changing_end_in_a_conflict(
     conflict, and nothing of it is recorded."""
     _create(runner, 2)
     changes = iter(range(3))
-    real = runner.engine.vectors
+    real = runner.stores.vectors
     nested = []
 
     class MovingVectors:
@@ -463,12 +463,9 @@ def test_before_images_that_keep_changing_end_in_a_conflict(
                 nested.pop()
             return found
 
-    runner.engine.vectors = MovingVectors()  # type: ignore[assignment]
-    try:
-        with pytest.raises(SagaConflictError) as caught:
-            runner.update("notes", 2, {"body": "mine"}, document="mine")
-    finally:
-        runner.engine.vectors = real
+    moving = rewired(runner, vectors=MovingVectors())
+    with pytest.raises(SagaConflictError) as caught:
+        moving.update("notes", 2, {"body": "mine"}, document="mine")
 
     assert caught.value.key == 2
     assert "kept changing" in str(caught.value)

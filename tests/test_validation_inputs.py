@@ -228,7 +228,7 @@ def test_a_numpy_embedding_is_accepted(runner: SagaRunner, dtype: Any) -> None:
 
     runner.create("notes", GOOD_ROW, embedding=embedding)
 
-    stored = runner.vectors.get("notes", ["notes:1"], embeddings=True)["notes:1"]
+    stored = runner.stores.vectors.get("notes", ["notes:1"], embeddings=True)["notes:1"]
     assert stored.embedding == pytest.approx([1.0, 2.0, 3.0, 4.0])
 
 

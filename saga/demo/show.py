@@ -56,7 +56,7 @@ def recovery_table(report: RecoveryReport) -> Table:
     rows = [
         ["resumed (rolled forward to synced)", report.resumed],
         ["compensated (undone to failed)", report.compensated],
-        ["failed (left for the next run)", report.failed],
+        ["unsettled (left for the next run)", report.unsettled],
         ["skipped (owner alive)", report.skipped],
     ]
     return table(None, ["outcome", "#sagas"], rows)

@@ -353,7 +353,7 @@ def _summarise(
         unresolved=tally.unresolved,
         leftovers=tally.leftovers,
         expected_rows=tally.expected_rows,
-        recovery_failed=recovery.failed,
+        recovery_failed=recovery.unsettled,
         orphan_vectors=len(reconcile.orphan_vectors),
         missing_vectors=len(reconcile.missing_vectors),
         drift=len(reconcile.drift),

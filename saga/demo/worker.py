@@ -20,9 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from saga import failpoints
-from saga._config import RetryPolicy
-from saga._errors import SagaError
+from saga import RetryPolicy, SagaError, failpoints
 from saga.demo.app import Paths, open_runner
 from saga.demo.corpus import Record
 from saga.demo.writes import WRITES

@@ -1,0 +1,67 @@
+"""One dual write, from begin to a result or a loud error.
+
+Shared by the runner's writes, ``runner.run`` (a custom definition) and reconcile's
+repairs, so every write settles the same way: ``SagaResult`` once synced,
+``DataIntegrityError`` once compensated, ``CompensationError`` when left to recovery.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from saga._engine import Outcome, Settled
+from saga._errors import CompensationError, DataIntegrityError, SagaError
+from saga._items import same_dimension
+from saga._machine import SagaDefinition
+from saga._ports import SagaRecord, TableSpec
+from saga._results import SagaResult
+from saga._services import Services
+from saga._steps import Item
+
+
+def run(
+    services: Services, definition: SagaDefinition, spec: TableSpec, op: str, items: list[Item]
+) -> SagaResult:
+    """Begin, drive, and turn the outcome into a result or a loud error."""
+    if spec.dimension is None:
+        same_dimension(items)
+    saga, ctx = services.engine.begin(definition, spec, op, items)
+    settled = services.engine.drive(definition, saga, ctx)
+    if settled.outcome is Outcome.UNSETTLED:
+        let_go(services, settled.saga)
+    if settled.outcome is Outcome.SYNCED and spec.dimension is None and ctx.items:
+        services.tables.learn_dimension(spec, ctx.items[0].embedding)
+    return answer(settled, tuple(ctx.vector_id(item) for item in items))
+
+
+def let_go(services: Services, saga: SagaRecord) -> None:
+    """Release a saga this call could not settle, so that `recover` (this runner's
+    too) may take it at once instead of waiting for the lease to expire."""
+    try:
+        services.log.release(saga)
+    except SagaError as exc:  # the error about to be raised says more
+        logger.bind(saga_id=saga.saga_id).warning("could not release: {}", exc)
+
+
+def answer(settled: Settled, vector_ids: tuple[str, ...]) -> SagaResult:
+    saga = settled.saga
+    if settled.outcome is Outcome.SYNCED:
+        return SagaResult(saga_id=saga.saga_id, state=saga.state, vector_ids=vector_ids)
+    error = settled.error
+    if settled.outcome is Outcome.FAILED:
+        raise DataIntegrityError(
+            f"dual write failed and was compensated: {_text(error)}",
+            saga_id=saga.saga_id,
+            cause=error,
+        ) from error
+    where = "compensating" if settled.compensating else saga.state
+    raise CompensationError(
+        f"dual write failed and could not be settled: {_text(error)}; the saga is persisted in "
+        f"{where!r}: run `saga recover`",
+        saga_id=saga.saga_id,
+        cause=error,
+    ) from error
+
+
+def _text(error: SagaError | None) -> str:
+    return "unknown error" if error is None else error.message

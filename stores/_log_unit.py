@@ -1,0 +1,238 @@
+"""One transaction of the saga log: the typed operations the engine composes atomically.
+
+The engine opens a unit (``SqliteSagaLog.unit()``), asks it for what must commit
+together (refuse conflicts, read rows, record ``pending``; or write rows and advance the
+saga: the pivot), and the unit commits when the ``with`` block ends. Every state change
+is a compare-and-set on ``(saga_id, state, lease_owner)`` and lands in ``saga_history``
+in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from saga._clock import Clock, stamp
+from saga._config import LeasePolicy
+from saga._content import content_of
+from saga._errors import LeaseLostError, SagaConflictError
+from saga._machine import BEGIN, PENDING, SYNCED, TERMINAL
+from saga._ports import Key, Move, SagaRecord, Synced, TableSpec
+from stores._schema import IN_FLIGHT_VECTOR
+from stores.catalog import set_dimension
+from stores.rows import SqliteRows
+
+_IN_CLAUSE_CHUNK = 500
+SAGA_COLUMNS = (
+    "saga_id, definition, sqlite_table, state, attempts, last_error, lease_owner, "
+    "lease_expires_at, created_at, updated_at, progress"
+)
+
+
+def chunks(values: Sequence[Any], size: int = _IN_CLAUSE_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+@attrs.frozen
+class Lease:
+    """Whose name a unit writes, and the time it stamps (from the injected clock)."""
+
+    owner: str
+    clock: Clock
+    policy: LeasePolicy
+
+    def now(self) -> str:
+        return stamp(self.clock.now())
+
+    def expiry(self) -> str:
+        return stamp(self.clock.now() + dt.timedelta(seconds=self.policy.ttl))
+
+
+class SqliteLogUnit:
+    """``saga._ports.LogUnit`` on one open transaction of ``conn``."""
+
+    def __init__(self, conn: sqlite3.Connection, lease: Lease) -> None:
+        self._conn = conn
+        self._lease = lease
+        self.rows = SqliteRows(conn)
+
+    def refuse_conflicts(self, spec: TableSpec, keys: Sequence[Key]) -> None:
+        vector_ids = [spec.vector_id(key) for key in keys]
+        for chunk in chunks(vector_ids):
+            marks = ",".join("?" * len(chunk))
+            row = self._conn.execute(
+                "SELECT vector_id, saga_id FROM vector_sync_state "
+                f"WHERE vector_id IN ({marks}) AND sync_status NOT IN (?, ?) LIMIT 1",
+                (*chunk, *sorted(TERMINAL)),
+            ).fetchone()
+            if row is not None:
+                key = keys[vector_ids.index(row["vector_id"])]
+                raise SagaConflictError(
+                    f"key {key!r} is being written by saga {row['saga_id']}",
+                    key=key,
+                    holder=row["saga_id"],
+                )
+
+    def vector_versions(self, vector_ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """(saga id, status, content hash, updated_at): every saga that touches a vector
+        changes at least one of them."""
+        columns = "saga_id, sync_status, content_hash, updated_at"
+        return sync_state_columns(self._conn, columns, vector_ids)
+
+    def in_flight_vectors(self, table: str) -> set[str]:
+        rows = self._conn.execute(
+            f"SELECT vector_id FROM vector_sync_state WHERE {IN_FLIGHT_VECTOR} "
+            "AND sqlite_table = ?",
+            (table,),
+        )
+        return {row[0] for row in rows}
+
+    def synced_content(self, vector_ids: Sequence[str]) -> dict[str, tuple[str | None, ...]]:
+        return sync_state_columns(self._conn, "content_hash, content", vector_ids)
+
+    def set_dimension(self, table: str, dimension: int) -> None:
+        set_dimension(self._conn, table, dimension)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self._conn.execute(sql, tuple(params))]
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, [tuple(row) for row in rows])
+
+    def record_pending(
+        self,
+        *,
+        saga_id: str,
+        definition: str,
+        spec: TableSpec,
+        op: str,
+        keys: Sequence[Key],
+        payload: str,
+    ) -> SagaRecord:
+        now, expiry, owner = self._lease.now(), self._lease.expiry(), self._lease.owner
+        self._conn.execute(
+            f"INSERT INTO saga_instances ({SAGA_COLUMNS}, item_count) "
+            "VALUES (?, ?, ?, ?, 0, NULL, ?, ?, ?, ?, '[]', ?)",
+            (saga_id, definition, spec.table, PENDING, owner, expiry, now, now, len(keys)),
+        )
+        self._conn.executemany(
+            "INSERT INTO vector_sync_state (vector_id, sqlite_table, sqlite_record_id, "
+            "sync_status, saga_id, operation, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vector_id) DO UPDATE SET "
+            "sync_status = excluded.sync_status, saga_id = excluded.saga_id, "
+            "operation = excluded.operation, updated_at = excluded.updated_at",
+            [
+                (spec.vector_id(key), spec.table, key, PENDING, saga_id, op, now, now)
+                for key in keys
+            ],
+        )
+        self._conn.execute(
+            "INSERT INTO pending_vectors (temp_id, payload, created_at) VALUES (?, ?, ?)",
+            (saga_id, payload, now),
+        )
+        self._history(saga_id, None, [(BEGIN, PENDING)], now, None)
+        return SagaRecord(
+            saga_id=saga_id,
+            definition=definition,
+            table=spec.table,
+            state=PENDING,
+            attempts=0,
+            last_error=None,
+            lease_owner=owner,
+            lease_expires_at=expiry,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def advance(
+        self,
+        saga: SagaRecord,
+        moves: Sequence[Move],
+        *,
+        error: str | None = None,
+        synced: Synced | None = None,
+    ) -> SagaRecord:
+        final = moves[-1][1]
+        terminal = final in TERMINAL
+        now = self._lease.now()
+        expiry = None if terminal else self._lease.expiry()
+        owner = None if terminal else self._lease.owner
+        cursor = self._conn.execute(
+            "UPDATE saga_instances SET state = ?, updated_at = ?, lease_owner = ?, "
+            "lease_expires_at = ?, last_error = COALESCE(?, last_error) "
+            "WHERE saga_id = ? AND state = ? AND lease_owner IS ?",
+            (final, now, owner, expiry, error, saga.saga_id, saga.state, self._lease.owner),
+        )
+        if cursor.rowcount != 1:
+            raise LeaseLostError(
+                f"saga left state {saga.state!r} or changed owner", saga_id=saga.saga_id
+            )
+        self._history(saga.saga_id, saga.state, moves, now, error)
+        self._conn.execute(
+            "UPDATE vector_sync_state SET sync_status = ?, updated_at = ? WHERE saga_id = ?",
+            (final, now, saga.saga_id),
+        )
+        if final == SYNCED and synced:
+            self._record_synced(saga.saga_id, synced, now)
+        if terminal:
+            self._conn.execute("DELETE FROM pending_vectors WHERE temp_id = ?", (saga.saga_id,))
+        return attrs.evolve(
+            saga, state=final, lease_owner=owner, lease_expires_at=expiry, updated_at=now
+        )
+
+    def _record_synced(self, saga_id: str, synced: Synced, now: str) -> None:
+        removed = [(vid, saga_id) for vid, record in synced.items() if record is None]
+        kept = [
+            (*content_of(record), now, vid, saga_id)
+            for vid, record in synced.items()
+            if record is not None
+        ]
+        self._conn.executemany(
+            "DELETE FROM vector_sync_state WHERE vector_id = ? AND saga_id = ?", removed
+        )
+        self._conn.executemany(
+            "UPDATE vector_sync_state SET content_hash = ?, content = ?, last_synced_at = ? "
+            "WHERE vector_id = ? AND saga_id = ?",
+            kept,
+        )
+
+    def _history(
+        self,
+        saga_id: str,
+        source: str | None,
+        moves: Sequence[Move],
+        now: str,
+        error: str | None,
+    ) -> None:
+        rows = []
+        for number, (event, dest) in enumerate(moves, start=1):  # the error: on the last
+            rows.append(
+                (saga_id, source, dest, event, now, error if number == len(moves) else None)
+            )
+            source = dest
+        self._conn.executemany(
+            "INSERT INTO saga_history (saga_id, from_state, to_state, event, at, error) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def sync_state_columns(
+    conn: sqlite3.Connection, columns: str, vector_ids: Sequence[str]
+) -> dict[str, tuple[Any, ...]]:
+    """``columns`` (a literal list, never user input) of each known vector id."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for chunk in chunks(list(vector_ids)):
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT vector_id, {columns} FROM vector_sync_state WHERE vector_id IN ({marks})",
+            tuple(chunk),
+        )
+        for row in rows:
+            found[row[0]] = tuple(row[1:])
+    return found
