@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(PACKAGES) bench tests
 	$(BIN)/ruff format --check $(PACKAGES) bench tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest

@@ -18,14 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from saga import _items, _writes
+from saga import _items, _reads, _writes
 from saga import _validation as check
 from saga._clock import Clock, SystemClock
 from saga._config import ChromaTimeouts, LeasePolicy, Limits, RetryPolicy, SqliteOptions
 from saga._errors import ConfigurationError, SagaError, ValidationError
 from saga._machine import SagaDefinition
 from saga._ports import Key, SagaRecord, TableSpec, VectorRecord
-from saga._query import run_query
 from saga._reconcile import Rebuild, reconcile
 from saga._recovery import DEFAULT_MAX_ATTEMPTS, Policy, recover
 from saga._results import (
@@ -260,19 +259,15 @@ class SagaRunner:
         write: ``SagaResult`` once synced, ``DataIntegrityError`` once compensated,
         ``CompensationError`` when left to ``saga recover``.
 
-        The definition is registered first (recovery finds it by name). Each item's
+        The definition is registered first (recovery finds it by name; a different
+        definition already registered under its name is refused). Each item's
         key, row, embedding, document and metadata are checked as a write's are, before
         any store is touched. ``op`` is recorded in the payload for the steps (default:
         the definition's name).
         """
         spec, shape = self._table(table)
-        known = self._services.definition(definition.name)
-        if known is not None and known != definition:
-            raise ConfigurationError(
-                f"another definition is registered as {definition.name!r}", field="definition"
-            )
-        self.register(definition)
         checked = _items.checked_items(spec, shape, self.limits, items)
+        _writes.register(self._services, definition)
         return self._write(definition, spec, op or definition.name, checked)
 
     def _table(self, table: str) -> tuple[TableSpec, Any]:
@@ -368,13 +363,7 @@ class SagaRunner:
         returned; an in-flight update returns the committed row. Ordered by distance,
         ties by key.
         """
-        spec = self.spec(table)
-        vector = check.embedding(embedding, spec.dimension, self.limits)
-        if isinstance(n_results, bool) or not isinstance(n_results, int) or n_results < 1:
-            raise ValidationError("must be a positive int", field="n_results")
-        if where is not None and not isinstance(where, Mapping):
-            raise ValidationError("must be a dict (a Chroma metadata filter)", field="where")
-        return run_query(self._services, spec, vector, n_results, where)
+        return _reads.query(self._services, table, embedding, n_results, where)
 
     def in_flight(self) -> list[SagaRecord]:
         """Every saga not yet settled (``synced`` or ``failed``), oldest first."""
@@ -383,27 +372,17 @@ class SagaRunner:
 
     def row(self, table: str, key: Key) -> dict[str, Any] | None:
         """The committed row of ``table`` under ``key``, or None."""
-        spec = self.spec(table)
-        checked = check.key(key, "key", self.limits)
-        with self._services.log.reading() as unit:
-            return unit.rows.stored(spec, [checked]).get(checked)
+        return _reads.row(self._services, table, key)
 
     def vectors_of(
         self, table: str, keys: Sequence[Key], *, embeddings: bool = False
     ) -> dict[Key, VectorRecord]:
         """The vectors Chroma holds for these keys of ``table`` (absent ones left out)."""
-        spec = self.spec(table)
-        checked = [check.key(k, "keys", self.limits, i) for i, k in enumerate(keys)]
-        by_id = {spec.vector_id(k): k for k in checked}
-        found = self._services.vectors.get(spec.collection, list(by_id), embeddings=embeddings)
-        return {by_id[vid]: record for vid, record in found.items()}
+        return _reads.vectors_of(self._services, table, keys, embeddings=embeddings)
 
     def count(self, table: str) -> TableCounts:
         """Rows in ``table`` and vectors in its collection."""
-        spec = self.spec(table)
-        with self._services.log.reading() as unit:
-            rows = unit.rows.count(spec)
-        return TableCounts(rows=rows, vectors=self._services.vectors.count(spec.collection))
+        return _reads.count(self._services, table)
 
     # -- lifecycle --------------------------------------------------------------------
 

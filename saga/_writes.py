@@ -10,7 +10,12 @@ from __future__ import annotations
 from loguru import logger
 
 from saga._engine import Outcome, Settled
-from saga._errors import CompensationError, DataIntegrityError, SagaError
+from saga._errors import (
+    CompensationError,
+    ConfigurationError,
+    DataIntegrityError,
+    SagaError,
+)
 from saga._items import same_dimension
 from saga._machine import SagaDefinition
 from saga._ports import SagaRecord, TableSpec
@@ -32,6 +37,17 @@ def run(
     if settled.outcome is Outcome.SYNCED and spec.dimension is None and ctx.items:
         services.tables.learn_dimension(spec, ctx.items[0].embedding)
     return answer(settled, tuple(ctx.vector_id(item) for item in items))
+
+
+def register(services: Services, definition: SagaDefinition) -> None:
+    """Make ``definition`` known by its name (recovery finds a saga's definition so);
+    another definition already registered under that name is refused."""
+    known = services.definitions.get(definition.name)
+    if known is not None and known != definition:
+        raise ConfigurationError(
+            f"another definition is registered as {definition.name!r}", field="definition"
+        )
+    services.definitions[definition.name] = definition
 
 
 def let_go(services: Services, saga: SagaRecord) -> None:
