@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/saga demo --workdir demo-work
 
 lint: $(STAMP)
-	$(BIN)/ruff check $(PACKAGES) bench tests
-	$(BIN)/ruff format --check $(PACKAGES) bench tests
+	$(BIN)/ruff check $(PACKAGES) bench tests examples
+	$(BIN)/ruff format --check $(PACKAGES) bench tests examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -27,8 +27,8 @@ test: lint
 	$(BIN)/python -m pytest
 
 format: $(STAMP)
-	$(BIN)/ruff format $(PACKAGES) bench tests
-	$(BIN)/ruff check --fix $(PACKAGES) bench tests
+	$(BIN)/ruff format $(PACKAGES) bench tests examples
+	$(BIN)/ruff check --fix $(PACKAGES) bench tests examples
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 

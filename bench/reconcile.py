@@ -64,7 +64,7 @@ class Planter:
         self.orphans: list[str] = []
 
     def grow(self, size: int) -> None:
-        from saga._engine import content_of  # noqa: PLC0415
+        from saga._content import content_of  # noqa: PLC0415
         from saga._ports import VectorRecord  # noqa: PLC0415
 
         client = chroma_client(self.chroma)

@@ -40,7 +40,7 @@ def plant(folder: Path, count: int) -> tuple[Path, Path]:
     db, chroma = make_app_db(folder / "app.db"), folder / "chroma"
     with SagaRunner.open(db, chroma_path=chroma, sqlite=SqliteOptions(synchronous="NORMAL")) as r:
         spec = r.track(TABLE, dimension=DIM)
-        definition = r.definitions["create"]
+        definition = r.definition("create")
         applied: list[tuple[Any, Any]] = []
         for index, record in enumerate(records(count)):
             item = Item(

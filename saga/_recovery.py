@@ -184,7 +184,9 @@ def _definition(services: Services, saga: SagaRecord) -> SagaDefinition:
     definition = services.definitions.get(saga.definition)
     if definition is None:
         raise SagaError(
-            f"unknown saga definition {saga.definition!r}: register() it", saga_id=saga.saga_id
+            f"unknown saga definition {saga.definition!r}: register() it (from the CLI: "
+            "--definitions MODULE)",
+            saga_id=saga.saga_id,
         )
     return definition
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib
 import json
+import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +22,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from saga import ConfigurationError, SagaError, SagaRunner
+from saga.extend import SagaDefinition
 
 EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE = 0, 1, 2
 
@@ -95,23 +98,74 @@ def chroma_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+definitions_option = click.option(
+    "--definitions",
+    "definitions",
+    multiple=True,
+    metavar="MODULE[:NAME]",
+    help="Your own saga definitions, so their sagas can be settled: a module importable "
+    "from here with definitions(db_path) or DEFINITIONS (repeatable).",
+)
+
+
 def open_runner(
-    db: Path, chroma_path: Path | None, chroma_host: str | None, chroma_port: int | None
+    db: Path,
+    chroma_path: Path | None,
+    chroma_host: str | None,
+    chroma_port: int | None,
+    definitions: Sequence[str] = (),
 ) -> SagaRunner:
-    """A runner on an existing saga database and the Chroma the flags name."""
+    """A runner on an existing saga database and the Chroma the flags name, with the
+    custom definitions ``--definitions`` names registered."""
+    custom = [d for spec in definitions for d in load_definitions(spec, db)]
     if (chroma_path is None) == (chroma_host is None):
         raise click.UsageError("give exactly one of --chroma-path or --chroma-host/--chroma-port")
     if chroma_path is not None and not chroma_path.is_dir():
         raise click.UsageError(f"no Chroma folder at {chroma_path}")
     if chroma_host is not None and chroma_port is None:
         raise click.UsageError("--chroma-host needs --chroma-port")
-    return SagaRunner.open(
+    runner = SagaRunner.open(
         db,
         chroma_path=chroma_path,
         chroma_host=chroma_host,
         chroma_port=chroma_port,
         create=False,
     )
+    for definition in custom:
+        runner.register(definition)
+    return runner
+
+
+def load_definitions(spec: str, db: Path) -> list[SagaDefinition]:
+    """The definitions ``MODULE[:NAME]`` holds: ``NAME`` (default ``definitions``, then
+    ``DEFINITIONS``) is a mapping or list of ``SagaDefinition``, or a function of the
+    database path returning one. The current folder is searched first, as ``python -m``
+    would."""
+    module_name, _, name = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import error or an error in the module itself
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {exc}", param_hint="--definitions"
+        ) from exc
+    found = next(
+        (
+            getattr(module, n)
+            for n in ([name] if name else ["definitions", "DEFINITIONS"])
+            if hasattr(module, n)
+        ),
+        None,
+    )
+    value = found(str(db)) if callable(found) else found
+    items = list(value.values()) if isinstance(value, Mapping) else list(value or ())
+    if not items or not all(isinstance(d, SagaDefinition) for d in items):
+        raise click.BadParameter(
+            f"{spec!r} names no SagaDefinition (give definitions(db_path) or DEFINITIONS)",
+            param_hint="--definitions",
+        )
+    return items
 
 
 @contextlib.contextmanager

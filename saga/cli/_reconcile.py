@@ -17,6 +17,7 @@ from saga.cli._common import (
     Duration,
     chroma_options,
     db_option,
+    definitions_option,
     errors_mapped,
     json_option,
     open_runner,
@@ -39,6 +40,7 @@ _FINDINGS = ("orphan_vectors", "missing_vectors", "drift", "stuck_sagas", "fixed
     show_default=True,
     help="A saga in flight longer than this counts as stuck.",
 )
+@definitions_option
 @json_option
 def reconcile(
     db: Path,
@@ -47,6 +49,7 @@ def reconcile(
     chroma_port: int | None,
     fix: bool,
     stuck_after: dt.timedelta,
+    definitions: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Compare SQLite and Chroma: orphans, missing vectors, drift, stuck sagas.
@@ -54,7 +57,7 @@ def reconcile(
     Exit 0 when the stores agree (after fixing, with --fix), 1 otherwise.
     """
     with errors_mapped():
-        runner = open_runner(db, chroma_path, chroma_host, chroma_port)
+        runner = open_runner(db, chroma_path, chroma_host, chroma_port, definitions)
         with runner, progress(_work_size(runner), "reconciling", not as_json) as tick:
             report = runner.reconcile(fix=fix, stuck_after=stuck_after, progress=tick)
     data = report.to_dict()

@@ -16,6 +16,7 @@ from saga.cli._common import (
     Duration,
     chroma_options,
     db_option,
+    definitions_option,
     errors_mapped,
     json_option,
     open_runner,
@@ -43,6 +44,7 @@ from saga.cli._common import (
     help="Before the pivot: roll forward (resume) or undo (compensate).",
 )
 @click.option("--dry-run", is_flag=True, help="Report what would be done; change nothing.")
+@definitions_option
 @json_option
 def recover(
     db: Path,
@@ -52,11 +54,12 @@ def recover(
     older_than: dt.timedelta,
     policy: Literal["resume", "compensate"],  # the only values click.Choice admits
     dry_run: bool,
+    definitions: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Resume or compensate every saga a crash left in flight. Exit 1 if any remain."""
     with errors_mapped():
-        runner = open_runner(db, chroma_path, chroma_host, chroma_port)
+        runner = open_runner(db, chroma_path, chroma_host, chroma_port, definitions)
         with runner:
             total = len(runner.in_flight())
             with progress(total, "recovering", not as_json) as tick:
