@@ -418,32 +418,56 @@ def test_a_runner_recovers_its_own_saga_left_compensating(
     assert vector_ids(leased) == set()
 
 
+class _Bounded:
+    """The real vector store, claiming that one call may take ``bound`` seconds (a
+    remote store's ``call_bound``); the engine's step budget is twice that."""
+
+    def __init__(self, inner: Any, bound: float | None) -> None:
+        self._inner = inner
+        self.call_bound = bound
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _CountingRenewals:
+    """The real saga log, noting each lease renewal."""
+
+    def __init__(self, inner: Any, renewed: list[str]) -> None:
+        self._inner = inner
+        self._renewed = renewed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def renew(self, saga: Any) -> Any:
+        self._renewed.append(saga.saga_id)
+        return self._inner.renew(saga)
+
+
 @pytest.mark.parametrize(
-    ("step_budget", "renewals"),
-    [(0.0, 0), (20.0, 1)],
+    ("call_bound", "renewals"),
+    [(None, 0), (10.0, 1)],
     ids=["embedded-no-budget", "server-20s-budget"],
 )
 def test_the_lease_is_renewed_before_a_step_that_could_outlive_it(
-    leased: SagaRunner, step_budget: float, renewals: int
+    leased: SagaRunner, call_bound: float | None, renewals: int
 ) -> None:
     """17 s of a 30 s lease are left when the vector step starts: more than half, so
     only a step that may take 20 s (a 10 s call bound, write and read-back) renews."""
-    leased._services.engine.step_budget = step_budget
     renewed: list[str] = []
-    real_renew = leased.stores.log.renew
-
-    def counting_renew(saga: Any) -> Any:
-        renewed.append(saga.saga_id)
-        return real_renew(saga)
-
-    leased.stores.log.renew = counting_renew  # type: ignore[method-assign]
+    runner = rewired(
+        leased,
+        vectors=_Bounded(leased.stores.vectors, call_bound),
+        log=_CountingRenewals(leased.stores.log, renewed),
+    )
+    engine = runner._services.engine
+    assert engine.step_budget == 2 * (call_bound or 0.0)
     with freeze_time(T0) as clock:
         item = Item(key=5, row={"body": "b"}, embedding=tuple(vec(5)), document="b")
-        saga, ctx = leased._services.engine.begin(
-            DEFINITIONS["create"], leased.spec("notes"), "create", [item]
-        )
+        saga, ctx = engine.begin(DEFINITIONS["create"], runner.spec("notes"), "create", [item])
         clock.move_to(T0 + dt.timedelta(seconds=TTL - 17))
-        settled = leased._services.engine.drive(DEFINITIONS["create"], saga, ctx)
+        settled = engine.drive(DEFINITIONS["create"], saga, ctx)
 
     assert settled.saga.state == "synced"
     assert renewed == [saga.saga_id] * renewals
