@@ -34,18 +34,7 @@ class SqliteRows:
         self._conn = conn
 
     def stored(self, spec: TableSpec, keys: Sequence[Key]) -> dict[Key, dict[str, Any]]:
-        table, key = quote(spec.table), quote(spec.key)
-        found: dict[Key, dict[str, Any]] = {}
-        for chunk in _chunks(list(keys)):
-            marks = ",".join("?" * len(chunk))
-            cursor = self._conn.execute(
-                f"SELECT * FROM {table} WHERE {key} IN ({marks})", tuple(chunk)
-            )
-            names = [d[0] for d in cursor.description]
-            for values in cursor:
-                row = dict(zip(names, values, strict=True))
-                found[row[spec.key]] = row
-        return found
+        return self._rows_where(spec, spec.key, keys)
 
     def insert(self, spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> None:
         table = quote(spec.table)
@@ -66,18 +55,7 @@ class SqliteRows:
         self._conn.executemany(f"DELETE FROM {table} WHERE {key} = ?", [(k,) for k in keys])
 
     def by_links(self, spec: TableSpec, vector_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        table, link = quote(spec.table), quote(spec.vector_id_column)
-        found: dict[str, dict[str, Any]] = {}
-        for chunk in _chunks(list(vector_ids)):
-            marks = ",".join("?" * len(chunk))
-            cursor = self._conn.execute(
-                f"SELECT * FROM {table} WHERE {link} IN ({marks})", tuple(chunk)
-            )
-            names = [d[0] for d in cursor.description]
-            for values in cursor:
-                row = dict(zip(names, values, strict=True))
-                found[row[spec.vector_id_column]] = row
-        return found
+        return self._rows_where(spec, spec.vector_id_column, vector_ids)
 
     def links(self, spec: TableSpec, keys: Sequence[Key]) -> dict[Key, Any]:
         table, key, link = quote(spec.table), quote(spec.key), quote(spec.vector_id_column)
@@ -106,6 +84,23 @@ class SqliteRows:
     def count(self, spec: TableSpec) -> int:
         row = self._conn.execute(f"SELECT COUNT(*) FROM {quote(spec.table)}").fetchone()
         return int(row[0])
+
+    def _rows_where(
+        self, spec: TableSpec, column: str, values: Sequence[Any]
+    ) -> dict[Any, dict[str, Any]]:
+        """Whole rows whose ``column`` is one of ``values``, by that column's value."""
+        table, where = quote(spec.table), quote(column)
+        found: dict[Any, dict[str, Any]] = {}
+        for chunk in _chunks(list(values)):
+            marks = ",".join("?" * len(chunk))
+            cursor = self._conn.execute(
+                f"SELECT * FROM {table} WHERE {where} IN ({marks})", tuple(chunk)
+            )
+            names = [d[0] for d in cursor.description]
+            for row_values in cursor:
+                row = dict(zip(names, row_values, strict=True))
+                found[row[column]] = row
+        return found
 
 
 def _grouped(
