@@ -192,8 +192,6 @@ class LogUnit(Protocol):
         vector as synced (None: a deleted vector's row goes). Raises ``LeaseLostError``
         if the saga left its state or changed owner."""
 
-    def set_dimension(self, table: str, dimension: int) -> None: ...
-
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """For a custom step's own tables: one statement in this transaction, its rows.
 

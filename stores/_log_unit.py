@@ -23,7 +23,6 @@ from saga._errors import LeaseLostError, SagaConflictError
 from saga._machine import BEGIN, PENDING, SYNCED, TERMINAL
 from saga._ports import Key, Move, SagaRecord, Synced, TableSpec
 from stores._schema import IN_FLIGHT_VECTOR
-from stores.catalog import set_dimension
 from stores.rows import SqliteRows
 
 _IN_CLAUSE_CHUNK = 500
@@ -94,9 +93,6 @@ class SqliteLogUnit:
 
     def synced_content(self, vector_ids: Sequence[str]) -> dict[str, tuple[str | None, ...]]:
         return sync_state_columns(self._conn, "content_hash, content", vector_ids)
-
-    def set_dimension(self, table: str, dimension: int) -> None:
-        set_dimension(self._conn, table, dimension)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in self._conn.execute(sql, tuple(params))]
