@@ -8,6 +8,7 @@ adapter seams in ``stores/``; none reaches a caller raw.
 
     SagaError
     ├── ValidationError            bad input, refused before any write (names the field)
+    │   ├── UnknownColumnError     a row names a column the table does not have
     │   ├── RecordExistsError      create on a key that is already stored
     │   ├── RecordNotFoundError    update/delete on a key that is not stored
     │   └── ConfigurationError     track() misuse, unknown table, non-saga database
@@ -68,6 +69,11 @@ class ValidationError(SagaError):
         super().__init__(f"{where}: {message}", saga_id=saga_id)
         self.field = field
         self.index = index
+
+
+class UnknownColumnError(ValidationError):
+    """A row named a column the table does not have (as last read: the runner reads the
+    table again once before refusing, in case it was altered meanwhile)."""
 
 
 class RecordExistsError(ValidationError):

@@ -27,7 +27,7 @@ def create_item(
     embedding: Any,
     document: Any,
     metadata: Any,
-    index: int | None,
+    index: int | None = None,
 ) -> Item:
     if isinstance(row, Mapping) and spec.key in row:
         # Checked before row_values, which would store a bool key as 0/1.
@@ -38,7 +38,10 @@ def create_item(
     if spec.key not in values:
         raise ValidationError("the key column is required", field=f"row.{spec.key}", index=index)
     key = check.key(values.pop(spec.key), f"row.{spec.key}", limits, index)
-    check.required_columns(values, shape.required, field="row", index=index, partial=False)
+    # The key was given (checked above) and the library writes the link column itself.
+    given = (spec.key, spec.vector_id_column)
+    required = [name for name in shape.required if name not in given]
+    check.required_columns(values, required, field="row", index=index, partial=False)
     check.key_affinity(key, shape, spec.key, field=f"row.{spec.key}", index=index)
     return Item(
         key=key,
@@ -58,7 +61,7 @@ def update_item(
     embedding: Any,
     document: Any,
     metadata: Any,
-    index: int | None,
+    index: int | None = None,
 ) -> Item:
     values = check.row_values(
         changes,

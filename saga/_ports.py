@@ -43,6 +43,7 @@ class TableShape:
     integer_keys: tuple[str, ...]  # INTEGER PRIMARY KEY columns (rowid aliases)
     int_affinity: tuple[str, ...] = ()  # declared types SQLite reads as INTEGER
     text_affinity: tuple[str, ...] = ()  # declared types SQLite reads as TEXT
+    unique: tuple[str, ...] = ()  # the single-column PRIMARY KEY, or UNIQUE on its own
 
 
 @attrs.frozen

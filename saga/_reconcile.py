@@ -233,13 +233,13 @@ def _rows_pointing_at(rows: Any, spec: TableSpec, page: Sequence[VectorRecord]) 
     """vector id -> key of the row whose link column names it, found by primary key
     (the vector's ``sqlite_record_id``) rather than by scanning the link column,
     which the application's table need not index."""
-    wanted: dict[Any, str] = {}
+    claims: dict[str, Any] = {}  # several vectors may name one row: each is checked
     for record in page:
         metadata = record.metadata or {}
         if metadata.get("sqlite_table") == spec.table and "sqlite_record_id" in metadata:
-            wanted[metadata["sqlite_record_id"]] = record.id
-    links = rows.links(spec, list(wanted))
-    return {link: key for key, link in links.items() if wanted.get(key) == link}
+            claims[record.id] = metadata["sqlite_record_id"]
+    links = rows.links(spec, list(dict.fromkeys(claims.values())))
+    return {vid: key for vid, key in claims.items() if key in links and links[key] == vid}
 
 
 def _fix(services: Services, spec: TableSpec, found: _Findings, rebuild: Rebuild | None) -> None:

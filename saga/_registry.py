@@ -51,12 +51,20 @@ class TableRegistry:
             raise ValidationError(
                 f"must be an int from 1 to {self._limits.max_dimension}", field="dimension"
             )
-        columns = self._read_shape(table).names
+        shape = self._read_shape(table)
         for field, name in (("key", key), ("vector_id_column", vector_id_column)):
-            if name not in columns:
+            if name not in shape.names:
                 raise ValidationError(f"{table!r} has no column {name!r}", field=field)
         if key == vector_id_column:
             raise ValidationError("must differ from the key column", field="vector_id_column")
+        if key not in shape.unique:
+            # An update or delete by a column that is not unique would hit every row
+            # sharing the value (and reconcile could not tell those rows apart).
+            raise ValidationError(
+                f"{key!r} must be the table's PRIMARY KEY or have a UNIQUE constraint of its "
+                "own (not part of a composite one, not a partial index)",
+                field="key",
+            )
         wanted = TableSpec(
             table=table,
             collection=collection or table,
@@ -121,6 +129,10 @@ class TableRegistry:
         with self._lock:
             cached = self._shapes.get(table)
         return cached if cached is not None else self._read_shape(table)
+
+    def refresh_shape(self, table: str) -> TableShape:
+        """Read the table's columns again (the application altered it meanwhile)."""
+        return self._read_shape(table)
 
     def _read_shape(self, table: str) -> TableShape:
         shape = self._catalog.shape(table)

@@ -22,9 +22,9 @@ from saga import _items, _reads, _writes
 from saga import _validation as check
 from saga._clock import Clock, SystemClock
 from saga._config import ChromaTimeouts, LeasePolicy, Limits, RetryPolicy, SqliteOptions
-from saga._errors import ConfigurationError, SagaError, ValidationError
+from saga._errors import ConfigurationError, SagaError, UnknownColumnError, ValidationError
 from saga._machine import SagaDefinition
-from saga._ports import Key, SagaRecord, TableSpec, VectorRecord
+from saga._ports import Key, SagaRecord, TableShape, TableSpec, VectorRecord
 from saga._reconcile import Rebuild, reconcile
 from saga._recovery import DEFAULT_MAX_ATTEMPTS, Policy, recover
 from saga._results import (
@@ -200,19 +200,23 @@ class SagaRunner:
         metadata: Mapping[str, Any] | None = None,
     ) -> SagaResult:
         """Insert ``row`` and upsert its vector, as one saga. Returns once ``synced``."""
-        spec, shape = self._table(table)
-        item = _items.create_item(
-            spec, shape, self.limits, row, embedding, document, metadata, None
+        spec, items = self._built(
+            table,
+            lambda spec, shape: [
+                _items.create_item(spec, shape, self.limits, row, embedding, document, metadata)
+            ],
         )
-        return self._run("create", spec, [item])
+        return self._run("create", spec, items)
 
     def create_many(self, table: str, items: Sequence[Mapping[str, Any]]) -> SagaResult:
         """Insert many rows with their vectors as one saga (all or nothing).
 
         Each item is ``{"row": {...}, "embedding": [...], "document": ..., "metadata": ...}``.
         """
-        spec, shape = self._table(table)
-        return self._run("create_many", spec, _items.create_items(spec, shape, self.limits, items))
+        spec, built = self._built(
+            table, lambda spec, shape: _items.create_items(spec, shape, self.limits, items)
+        )
+        return self._run("create_many", spec, built)
 
     def update(
         self,
@@ -225,17 +229,29 @@ class SagaRunner:
         metadata: Mapping[str, Any] | None = None,
     ) -> SagaResult:
         """Change a row and its vector as one saga; omitted vector fields are kept."""
-        spec, shape = self._table(table)
-        changes = {} if changes is None else changes
-        item = _items.update_item(
-            spec, shape, self.limits, key, changes, embedding, document, metadata, None
+        spec, items = self._built(
+            table,
+            lambda spec, shape: [
+                _items.update_item(
+                    spec,
+                    shape,
+                    self.limits,
+                    key,
+                    {} if changes is None else changes,
+                    embedding,
+                    document,
+                    metadata,
+                )
+            ],
         )
-        return self._run("update", spec, [item])
+        return self._run("update", spec, items)
 
     def update_many(self, table: str, items: Sequence[Mapping[str, Any]]) -> SagaResult:
         """Update many rows as one saga: ``{"key": k, "changes": {...}, "embedding": ...}``."""
-        spec, shape = self._table(table)
-        return self._run("update_many", spec, _items.update_items(spec, shape, self.limits, items))
+        spec, built = self._built(
+            table, lambda spec, shape: _items.update_items(spec, shape, self.limits, items)
+        )
+        return self._run("update_many", spec, built)
 
     def delete(self, table: str, key: Key) -> SagaResult:
         """Delete a row and its vector as one saga."""
@@ -265,14 +281,24 @@ class SagaRunner:
         any store is touched. ``op`` is recorded in the payload for the steps (default:
         the definition's name).
         """
-        spec, shape = self._table(table)
-        checked = _items.checked_items(spec, shape, self.limits, items)
+        spec, checked = self._built(
+            table, lambda spec, shape: _items.checked_items(spec, shape, self.limits, items)
+        )
         _writes.register(self._services, definition)
         return self._write(definition, spec, op or definition.name, checked)
 
-    def _table(self, table: str) -> tuple[TableSpec, Any]:
+    def _built(
+        self, table: str, build: Callable[[TableSpec, TableShape], list[Item]]
+    ) -> tuple[TableSpec, list[Item]]:
+        """``build`` the items against the table's known shape; a column it does not know
+        has the table read again once (the application may have added it since), so a
+        runner notices ALTER TABLE without a restart, and without a PRAGMA per write."""
         spec = self.spec(table)
-        return spec, self._services.tables.shape(spec.table)
+        tables = self._services.tables
+        try:
+            return spec, build(spec, tables.shape(spec.table))
+        except UnknownColumnError:
+            return spec, build(spec, tables.refresh_shape(spec.table))
 
     def _run(self, name: str, spec: TableSpec, items: list[Item]) -> SagaResult:
         return self._write(self.definition(name), spec, name.removesuffix("_many"), items)

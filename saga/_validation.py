@@ -15,7 +15,7 @@ from numbers import Real
 from typing import Any
 
 from saga._config import Limits
-from saga._errors import ValidationError
+from saga._errors import UnknownColumnError, ValidationError
 from saga._ports import Key, Metadata, TableShape
 from saga._steps import RESERVED_METADATA
 
@@ -266,7 +266,7 @@ def row_values(
         identifier(name, f"{field}.{name}" if isinstance(name, str) else field, index)
         where = f"{field}.{name}"
         if name not in known:
-            raise ValidationError("is not a column of the table", field=where, index=index)
+            raise UnknownColumnError("is not a column of the table", field=where, index=index)
         if name in blocked:
             raise ValidationError("is written by the library", field=where, index=index)
         clean[name] = _column_value(value, where, index)

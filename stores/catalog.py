@@ -17,8 +17,9 @@ from saga._ports import TableShape, TableSpec
 from stores.sqlite import Database
 
 
-def shape_of(rows: Sequence[tuple[Any, ...]]) -> TableShape:
-    """A ``TableShape`` from ``pragma_table_info``'s (name, type, notnull, dflt_value, pk)."""
+def shape_of(rows: Sequence[tuple[Any, ...]], unique: Sequence[str] = ()) -> TableShape:
+    """A ``TableShape`` from ``pragma_table_info``'s (name, type, notnull, dflt_value, pk)
+    and the columns a single-column UNIQUE index covers."""
     single_pk = sum(1 for r in rows if r[4]) == 1
     integer_keys = tuple(
         str(r[0]) for r in rows if r[4] and single_pk and str(r[1]).upper() == "INTEGER"
@@ -37,6 +38,9 @@ def shape_of(rows: Sequence[tuple[Any, ...]]) -> TableShape:
             for n, t in declared.items()
             if "INT" not in t and any(part in t for part in ("CHAR", "CLOB", "TEXT"))
         ),
+        unique=tuple(
+            dict.fromkeys([*(str(r[0]) for r in rows if r[4] and single_pk), *unique])
+        ),
     )
 
 
@@ -54,7 +58,18 @@ class SqliteTableCatalog:
                 "ORDER BY cid",
                 (table,),
             ).fetchall()
-        return shape_of([tuple(r) for r in rows]) if rows else None
+            # A UNIQUE constraint or index on one column, not partial (a partial index
+            # lets rows outside its WHERE repeat the value).
+            unique = conn.execute(
+                "SELECT MIN(info.name) FROM pragma_index_list(?) AS list "
+                "JOIN pragma_index_info(list.name) AS info "
+                'WHERE list."unique" = 1 AND list.partial = 0 '
+                "GROUP BY list.name HAVING COUNT(*) = 1",
+                (table,),
+            ).fetchall()
+        if not rows:
+            return None
+        return shape_of([tuple(r) for r in rows], [str(r[0]) for r in unique if r[0]])
 
     def spelling(self, table: str) -> str | None:
         with self.db.read() as conn:
