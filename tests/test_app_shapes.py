@@ -182,3 +182,88 @@ def test_reconcile_keeps_every_vector_that_names_a_row(open_runner: object) -> N
     assert report.orphan_vectors == ("stray-1",)
     assert report.drift == ()
     assert report.missing_vectors == ()
+
+
+# -- 4. a create over an orphan vector --------------------------------------------------
+
+
+def _orphan(runner: SagaRunner, key: int) -> None:
+    runner.stores.vectors.upsert(
+        "notes",
+        [
+            VectorRecord(
+                id=f"notes:{key}",
+                embedding=tuple(vec(50 + key)),
+                document="orphan's document",
+                metadata={"stale": "x", "sqlite_table": "notes", "saga_id": "someone-else"},
+            )
+        ],
+    )
+
+
+NOTES = "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, vector_id TEXT)"
+
+
+@pytest.mark.parametrize("document", [None, "mine"])
+@pytest.mark.parametrize("many", [False, True], ids=["create", "create_many"])
+def test_a_create_over_an_orphan_vector_replaces_it_exactly(
+    open_runner: object, document: str | None, many: bool
+) -> None:
+    runner, _db_path = open_runner(NOTES)  # type: ignore[operator]
+    runner.track("notes")
+    _orphan(runner, 1)
+
+    if many:
+        entry = {
+            "row": {"id": 1, "body": "b"},
+            "embedding": vec(1),
+            "document": document,
+            "metadata": {"lang": "en"},
+        }
+        result = runner.create_many("notes", [entry])
+    else:
+        result = runner.create(
+            "notes",
+            {"id": 1, "body": "b"},
+            embedding=vec(1),
+            document=document,
+            metadata={"lang": "en"},
+        )
+
+    stored = runner.vectors_of("notes", [1])[1]
+    assert stored.document == document
+    assert stored.metadata == {
+        "lang": "en",
+        "sqlite_table": "notes",
+        "sqlite_record_id": 1,
+        "saga_id": result.saga_id,
+    }
+    assert runner.reconcile().clean
+
+
+def test_recovery_of_a_create_over_an_orphan_replaces_it_exactly(open_runner: object) -> None:
+    """The writer died in `pending`; recovery's grouped path writes the vector exactly."""
+    from saga.extend import Item  # noqa: PLC0415
+
+    runner, _db_path = open_runner(NOTES)  # type: ignore[operator]
+    runner.track("notes")
+    _orphan(runner, 2)
+    item = Item(
+        key=2, row={"body": "b"}, embedding=tuple(vec(2)), document=None, metadata={"lang": "en"}
+    )
+    engine = runner._services.engine
+    saga, _ctx = engine.begin(runner.definition("create"), runner.spec("notes"), "create", [item])
+    runner.stores.log.release(saga)  # as if its writer had died
+
+    report = runner.recover()
+
+    assert report.resumed_ids == (saga.saga_id,)
+    stored = runner.vectors_of("notes", [2])[2]
+    assert stored.document is None
+    assert stored.metadata == {
+        "lang": "en",
+        "sqlite_table": "notes",
+        "sqlite_record_id": 2,
+        "saga_id": saga.saga_id,
+    }
+    assert runner.reconcile().clean
