@@ -154,7 +154,14 @@ class Engine:
         """Inside the ``pending`` transaction: refuse conflicts, check that preloaded
         reads are current, let the steps check preconditions and record before-images,
         then record the intent."""
-        keys = [item.key for item in ctx.items]
+        unassigned = [item for item in ctx.items if item.key is None]
+        if unassigned:  # keys SQLite assigns: reserved here, inside `pending`
+            given = [item.key for item in ctx.items if item.key is not None]
+            for item, key in zip(
+                unassigned, unit.assign_keys(ctx.spec, len(unassigned), given), strict=True
+            ):
+                item.key = key
+        keys = [item.known_key for item in ctx.items]
         unit.refuse_conflicts(ctx.spec, keys)
         if ctx.observed is not None and unit.vector_versions(list(ctx.observed)) != ctx.observed:
             raise _StaleRead

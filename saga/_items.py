@@ -35,14 +35,17 @@ def create_item(
     values = check.row_values(
         row, shape.names, field="row", protected=(spec.vector_id_column,), index=index
     )
-    if spec.key not in values:
+    if spec.key not in values and spec.key not in shape.integer_keys:
         raise ValidationError("the key column is required", field=f"row.{spec.key}", index=index)
-    key = check.key(values.pop(spec.key), f"row.{spec.key}", limits, index)
+    key: Key | None = None  # left out of an INTEGER PRIMARY KEY: SQLite assigns it
+    if spec.key in values:
+        key = check.key(values.pop(spec.key), f"row.{spec.key}", limits, index)
     # The key was given (checked above) and the library writes the link column itself.
     given = (spec.key, spec.vector_id_column)
     required = [name for name in shape.required if name not in given]
     check.required_columns(values, required, field="row", index=index, partial=False)
-    check.key_affinity(key, shape, spec.key, field=f"row.{spec.key}", index=index)
+    if key is not None:
+        check.key_affinity(key, shape, spec.key, field=f"row.{spec.key}", index=index)
     return Item(
         key=key,
         row=values,
@@ -106,7 +109,7 @@ def create_items(
                 index,
             )
         )
-    check.unique_keys([item.key for item in built], spec.key)
+    check.unique_keys([item.key for item in built if item.key is not None], spec.key)
     return built
 
 
@@ -133,14 +136,14 @@ def update_items(
                 index,
             )
         )
-    check.unique_keys([item.key for item in built], spec.key)
+    check.unique_keys([item.key for item in built if item.key is not None], spec.key)
     return built
 
 
 def delete_items(spec: TableSpec, limits: Limits, keys: Sequence[Key]) -> list[Item]:
     check.batch_size(keys, limits, field="keys")
     built = [Item(key=check.key(k, "key", limits, i)) for i, k in enumerate(keys)]
-    check.unique_keys([item.key for item in built], spec.key)
+    check.unique_keys([item.key for item in built if item.key is not None], spec.key)
     return built
 
 
@@ -205,5 +208,5 @@ def checked_items(
                 metadata=check.metadata(item.metadata, limits, index),
             )
         )
-    check.unique_keys([item.key for item in built], spec.key)
+    check.unique_keys([item.key for item in built if item.key is not None], spec.key)
     return built

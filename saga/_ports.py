@@ -157,6 +157,12 @@ class LogUnit(Protocol):
     def rows(self) -> Rows:
         """The tracked tables' rows, in this transaction."""
 
+    def assign_keys(self, spec: TableSpec, count: int, taken: Sequence[Key] = ()) -> list[int]:
+        """Reserve ``count`` new keys of an ``INTEGER PRIMARY KEY`` table, as SQLite
+        would assign them: above every stored key, every key a saga in flight holds and
+        ``taken``; with AUTOINCREMENT, above its sequence, which is moved past them (a
+        key is never handed out twice, even if its saga is compensated)."""
+
     def refuse_conflicts(self, spec: TableSpec, keys: Sequence[Key]) -> None:
         """Raise ``SagaConflictError`` if a saga in flight holds one of ``keys``."""
 

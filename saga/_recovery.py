@@ -259,7 +259,7 @@ def _check_keys(services: Services, saga: SagaRecord, spec: TableSpec, items: li
     held = services.log.vector_ids_of(saga.saga_id)
     keys = [item.key for item in items]
     if any(isinstance(k, bool) or not isinstance(k, int | str) for k in keys) or (
-        {spec.vector_id(k) for k in keys} != held
+        {spec.vector_id(k) for k in keys if k is not None} != held
     ):
         raise SagaError("payload names keys the saga does not hold", saga_id=saga.saga_id)
 

@@ -15,6 +15,7 @@ class SagaResult:
     saga_id: str
     state: str
     vector_ids: tuple[str, ...]
+    keys: tuple[Any, ...] = ()  # each item's key, those SQLite assigned included
 
 
 @attrs.frozen

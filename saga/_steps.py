@@ -86,13 +86,21 @@ class Syncing(Protocol):
 class Item:
     """One record of a saga: its key, the row change and the vector it carries."""
 
-    key: Key
+    key: Key | None  # None until SQLite assigns it (inside `pending`)
     row: dict[str, Any] | None = None
     embedding: tuple[float, ...] | None = None
     document: str | None = None
     metadata: Metadata | None = None
     before_row: dict[str, Any] | None = None
     before_vector: VectorRecord | None = None
+
+    @property
+    def known_key(self) -> Key:
+        """The key, which every step can count on: a key SQLite assigns is reserved
+        inside ``pending``, before any step runs."""
+        if self.key is None:
+            raise AssertionError("the item's key is assigned in `pending`, before any step")
+        return self.key
 
 
 @attrs.define
@@ -120,13 +128,13 @@ class SagaContext:
     observed: dict[str, tuple[Any, ...]] | None = None
 
     def vector_id(self, item: Item) -> str:
-        return self.spec.vector_id(item.key)
+        return self.spec.vector_id(item.known_key)
 
     def new_vector(self, item: Item) -> VectorRecord:
         """The vector this saga writes for ``item``, with the linking metadata."""
         metadata: dict[str, Any] = dict(item.metadata or {})
         metadata.update(
-            sqlite_table=self.spec.table, sqlite_record_id=item.key, saga_id=self.saga_id
+            sqlite_table=self.spec.table, sqlite_record_id=item.known_key, saga_id=self.saga_id
         )
         return VectorRecord(
             id=self.vector_id(item),

@@ -21,7 +21,7 @@ from saga._machine import SagaDefinition
 from saga._ports import SagaRecord, TableSpec
 from saga._results import SagaResult
 from saga._services import Services
-from saga._steps import Item
+from saga._steps import Item, SagaContext
 
 
 def run(
@@ -36,7 +36,7 @@ def run(
         let_go(services, settled.saga)
     if settled.outcome is Outcome.SYNCED and spec.dimension is None and ctx.items:
         services.tables.learn_dimension(spec, ctx.items[0].embedding)
-    return answer(settled, tuple(ctx.vector_id(item) for item in items))
+    return answer(settled, ctx)
 
 
 def register(services: Services, definition: SagaDefinition) -> None:
@@ -59,10 +59,15 @@ def let_go(services: Services, saga: SagaRecord) -> None:
         logger.bind(saga_id=saga.saga_id).warning("could not release: {}", exc)
 
 
-def answer(settled: Settled, vector_ids: tuple[str, ...]) -> SagaResult:
+def answer(settled: Settled, ctx: SagaContext) -> SagaResult:
     saga = settled.saga
     if settled.outcome is Outcome.SYNCED:
-        return SagaResult(saga_id=saga.saga_id, state=saga.state, vector_ids=vector_ids)
+        return SagaResult(
+            saga_id=saga.saga_id,
+            state=saga.state,
+            vector_ids=tuple(ctx.vector_id(item) for item in ctx.items),
+            keys=tuple(item.key for item in ctx.items),
+        )
     error = settled.error
     if settled.outcome is Outcome.FAILED:
         raise DataIntegrityError(

@@ -28,10 +28,10 @@ class CommitRows:
     local: bool = True
 
     def prepare(self, ctx: SagaContext, unit: LogUnit) -> None:
-        stored = unit.rows.stored(ctx.spec, [item.key for item in ctx.items])
+        stored = unit.rows.stored(ctx.spec, [item.known_key for item in ctx.items])
         many = len(ctx.items) > 1
         for index, item in enumerate(ctx.items):
-            row = stored.get(item.key)
+            row = stored.get(item.known_key)
             position = index if many else None
             if self.op == "create" and row is not None:
                 raise RecordExistsError(
@@ -51,11 +51,11 @@ class CommitRows:
         failpoints.hit("sqlite.commit_rows")
         spec = ctx.spec
         if self.op == "delete":
-            unit.rows.delete(spec, [item.key for item in ctx.items])
+            unit.rows.delete(spec, [item.known_key for item in ctx.items])
         elif self.op == "create":
             unit.rows.insert(spec, [_created(ctx, item) for item in ctx.items])
         else:
-            unit.rows.update(spec, [(item.key, _changed(ctx, item)) for item in ctx.items])
+            unit.rows.update(spec, [(item.known_key, _changed(ctx, item)) for item in ctx.items])
 
     def compensate(self, ctx: SagaContext) -> None:
         """Nothing to undo: a failed pivot transaction rolled back as a whole."""

@@ -19,13 +19,14 @@ import attrs
 from saga._clock import Clock, stamp
 from saga._config import LeasePolicy
 from saga._content import content_of
-from saga._errors import LeaseLostError, SagaConflictError
+from saga._errors import LeaseLostError, SagaConflictError, ValidationError
 from saga._machine import BEGIN, PENDING, SYNCED, TERMINAL
 from saga._ports import Key, Move, SagaRecord, Synced, TableSpec
 from stores._schema import IN_FLIGHT_VECTOR
-from stores.rows import SqliteRows
+from stores.rows import SqliteRows, quote
 
 _IN_CLAUSE_CHUNK = 500
+MAX_ROWID = 2**63 - 1
 SAGA_COLUMNS = (
     "saga_id, definition, sqlite_table, state, attempts, last_error, lease_owner, "
     "lease_expires_at, created_at, updated_at, progress"
@@ -59,6 +60,47 @@ class SqliteLogUnit:
         self._conn = conn
         self._lease = lease
         self.rows = SqliteRows(conn)
+
+    def assign_keys(self, spec: TableSpec, count: int, taken: Sequence[Key] = ()) -> list[int]:
+        table, key = quote(spec.table), quote(spec.key)
+        stored = self._conn.execute(f"SELECT MAX({key}) FROM {table}").fetchone()[0]
+        held = self._conn.execute(
+            "SELECT MAX(sqlite_record_id) FROM vector_sync_state WHERE sqlite_table = ? "
+            f"AND {IN_FLIGHT_VECTOR} AND typeof(sqlite_record_id) = 'integer'",
+            (spec.table,),
+        ).fetchone()[0]
+        sequence = self._autoincrement_sequence(spec.table)
+        ints = [k for k in taken if isinstance(k, int)]
+        start = max(0, stored or 0, held or 0, sequence or 0, *ints) + 1
+        if start + count - 1 > MAX_ROWID:
+            raise ValidationError(
+                "the table's keys are used up to the largest integer SQLite stores",
+                field=f"row.{spec.key}",
+            )
+        if sequence is not None:  # AUTOINCREMENT: never hand these keys out again
+            self._conn.execute(
+                "UPDATE sqlite_sequence SET seq = ? WHERE name = ?",
+                (start + count - 1, spec.table),
+            )
+            self._conn.execute(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT ?, ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM sqlite_sequence WHERE name = ?)",
+                (spec.table, start + count - 1, spec.table),
+            )
+        return list(range(start, start + count))
+
+    def _autoincrement_sequence(self, table: str) -> int | None:
+        """The table's AUTOINCREMENT sequence (0 before its first row), or None if it
+        has none."""
+        declared = self._conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        if declared is None or "AUTOINCREMENT" not in str(declared[0]).upper():
+            return None
+        row = self._conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
 
     def refuse_conflicts(self, spec: TableSpec, keys: Sequence[Key]) -> None:
         vector_ids = [spec.vector_id(key) for key in keys]

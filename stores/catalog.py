@@ -38,9 +38,7 @@ def shape_of(rows: Sequence[tuple[Any, ...]], unique: Sequence[str] = ()) -> Tab
             for n, t in declared.items()
             if "INT" not in t and any(part in t for part in ("CHAR", "CLOB", "TEXT"))
         ),
-        unique=tuple(
-            dict.fromkeys([*(str(r[0]) for r in rows if r[4] and single_pk), *unique])
-        ),
+        unique=tuple(dict.fromkeys([*(str(r[0]) for r in rows if r[4] and single_pk), *unique])),
     )
 
 

@@ -267,3 +267,27 @@ def test_recovery_of_a_create_over_an_orphan_replaces_it_exactly(open_runner: ob
         "saga_id": saga.saga_id,
     }
     assert runner.reconcile().clean
+
+
+# -- keys SQLite assigns -----------------------------------------------------------------
+
+
+def test_a_key_sqlite_cannot_assign_is_still_required(open_runner: object) -> None:
+    runner, db = open_runner(  # type: ignore[operator]
+        "CREATE TABLE docs (uid TEXT PRIMARY KEY, body TEXT, vector_id TEXT)"
+    )
+    runner.track("docs", key="uid")
+    with pytest.raises(ValidationError) as single:
+        runner.create("docs", {"body": "no key"}, embedding=vec(1))
+    assert single.value.field == "row.uid"
+    with pytest.raises(ValidationError) as batch:
+        runner.create_many(
+            "docs",
+            [
+                {"row": {"uid": "a", "body": "x"}, "embedding": vec(1)},
+                {"row": {"body": "no key"}, "embedding": vec(2)},
+            ],
+        )
+    assert (batch.value.field, batch.value.index) == ("row.uid", 1)
+    assert _sql(db, "SELECT COUNT(*) FROM docs") == [(0,)]
+    assert runner.in_flight() == []

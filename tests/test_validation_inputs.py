@@ -132,7 +132,6 @@ BAD_ROWS = [
     ({"id": 1, "body": "x", 'body" = 1; --': 1}, 'row.body" = 1; --', "injected-column"),
     ({"id": 1, "body": "x", 3: "x"}, "row", "non-str-column"),
     ({"id": 1, "body": "x", "vector_id": "notes:9"}, "row.vector_id", "vector-id-by-caller"),
-    ({"body": "x"}, "row.id", "missing-key"),
     ({"id": 1.5, "body": "x"}, "row.id", "float-key"),
     ({"id": 1.0, "body": "x"}, "row.id", "integral-float-key"),
     pytest.param({"id": True, "body": "x"}, "row.id", id="bool-key"),
@@ -353,12 +352,6 @@ def test_a_batch_with_an_existing_key_is_refused_naming_the_item(
 
 
 BATCH_INDEX_BUGS = [
-    (
-        [_item(1), _item(2, row={"body": "no key"})],
-        "row.id",
-        "missing-key",
-        "saga/_runner.py _create_item raises 'the key column is required' without index",
-    ),
     (
         [_item(1), _item(2, metadata={3: "v"})],
         "metadata",
