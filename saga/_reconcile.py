@@ -5,7 +5,9 @@
 - missing vectors: a committed row whose vector is absent (or whose ``vector_id``
   column does not name its vector);
 - drift: a vector whose document/metadata differ from what was last synced;
-- stuck sagas: sagas in flight for longer than ``stuck_after``.
+- sagas in flight: their vectors are left alone, so the stores are not known to agree
+  while any is; stuck, those whose owner is gone (no lease, an expired one, or a dead
+  process on this host: at once, whatever their age) or older than ``stuck_after``.
 
 Memory is bounded by the page size: both stores are read a page at a time, and only
 the ids of inconsistencies are kept. Chroma is read through once: the vector pass also
@@ -13,7 +15,8 @@ tallies, in a fixed number of hash sums, every vector it found linked to its row
 the row pass (SQLite only) takes each row's vector id off that tally; Chroma is asked
 for the vectors of the rows only where the tally does not balance (see ``_Tally``).
 
-``fix=True`` settles stuck sagas with recovery, deletes orphans while holding SQLite's
+``fix=True`` first settles every saga whose owner is gone with recovery (which never
+takes a saga from a live owner), then scans, deletes orphans while holding SQLite's
 write lock (so no saga can start on that key meanwhile; deleting is idempotent, so a
 crash mid-fix leaves only work for the next run), and rewrites drifted and missing
 vectors through update sagas, which are crash-safe like any other write.
@@ -33,7 +36,7 @@ from saga._clock import stamp
 from saga._content import content_of
 from saga._errors import SagaError
 from saga._ports import Key, TableSpec, VectorRecord
-from saga._recovery import DEFAULT_MAX_ATTEMPTS, recover
+from saga._recovery import DEFAULT_MAX_ATTEMPTS, owner_is_gone, recover
 from saga._results import ReconcileReport
 from saga._services import Services
 from saga._steps import RESERVED_METADATA
@@ -101,16 +104,15 @@ def reconcile(
     rebuild: Rebuild | None,
     progress: Callable[[int], None] | None = None,
 ) -> ReconcileReport:
-    stuck = _stuck(services, stuck_after)
-    if fix and stuck:
+    if fix and _any_owner_gone(services):
         recover(
             services,
-            older_than=stuck_after,
+            older_than=dt.timedelta(0),
             policy="resume",
             dry_run=False,
             max_attempts=DEFAULT_MAX_ATTEMPTS,
         )
-        stuck = _stuck(services, stuck_after)
+    in_flight = _sagas_in_flight(services, stuck_after)
     found = _Findings()
     for spec in services.tables.all():
         tally = _Tally()
@@ -118,21 +120,36 @@ def reconcile(
         _scan_rows(services, spec, found, tally, page_size, progress)
         if fix:
             _fix(services, spec, found, rebuild)
+    # A saga that began during the scan may have had vectors skipped too.
+    for saga_id, stuck in _sagas_in_flight(services, stuck_after).items():
+        in_flight[saga_id] = in_flight.get(saga_id, False) or stuck
     return ReconcileReport(
         orphan_vectors=tuple(found.orphans),
         missing_vectors=tuple(v for v, _ in found.missing),
         drift=tuple(v for v, _ in found.drift),
-        stuck_sagas=tuple(stuck),
+        stuck_sagas=tuple(saga_id for saga_id, stuck in in_flight.items() if stuck),
         fixed=tuple(found.fixed),
         unfixable=tuple(found.unfixable),
         rows_checked=found.rows,
         vectors_checked=found.vectors,
+        in_flight=tuple(in_flight),
     )
 
 
-def _stuck(services: Services, stuck_after: dt.timedelta) -> list[str]:
-    cutoff = stamp(services.clock.now() - stuck_after)
-    return [s.saga_id for s in services.log.in_flight() if s.created_at <= cutoff]
+def _any_owner_gone(services: Services) -> bool:
+    now = services.clock.now()
+    return any(owner_is_gone(s, services.log.owner, now) for s in services.log.in_flight())
+
+
+def _sagas_in_flight(services: Services, stuck_after: dt.timedelta) -> dict[str, bool]:
+    """Saga id -> stuck, for every saga in flight: stuck once its owner is gone
+    (whatever its age: only recovery will finish it) or once older than ``stuck_after``."""
+    now = services.clock.now()
+    cutoff = stamp(now - stuck_after)
+    return {
+        saga.saga_id: saga.created_at <= cutoff or owner_is_gone(saga, services.log.owner, now)
+        for saga in services.log.in_flight()
+    }
 
 
 def _scan_vectors(

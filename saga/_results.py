@@ -90,7 +90,10 @@ class ReconcileReport:
 
     ``orphan_vectors``: vector ids with no row; ``missing_vectors``: vector ids of rows
     whose vector is absent; ``drift``: vector ids whose document/metadata differ from
-    the committed state; ``stuck_sagas``: saga ids in flight longer than the threshold.
+    the committed state; ``in_flight``: ids of the sagas in flight during the scan,
+    whose vectors were left alone (not checked); ``stuck_sagas``: those of them whose
+    owner is gone (no lease, an expired one, or a dead process on this host), or in
+    flight longer than the threshold.
     """
 
     orphan_vectors: tuple[str, ...] = ()
@@ -101,12 +104,15 @@ class ReconcileReport:
     unfixable: tuple[str, ...] = ()
     rows_checked: int = 0
     vectors_checked: int = 0
+    in_flight: tuple[str, ...] = ()
 
     @property
     def clean(self) -> bool:
-        """True when nothing inconsistent remains (after fixing, if asked)."""
+        """True when nothing inconsistent remains (after fixing, if asked) and no saga
+        was in flight: vectors a saga is writing were not checked, so the stores are
+        not known to agree."""
         found = {*self.orphan_vectors, *self.missing_vectors, *self.drift}
-        return not (found - set(self.fixed)) and not self.stuck_sagas
+        return not (found - set(self.fixed)) and not self.stuck_sagas and not self.in_flight
 
     def to_dict(self) -> dict[str, Any]:
         data = attrs.asdict(self)

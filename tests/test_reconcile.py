@@ -113,16 +113,19 @@ def test_a_row_written_behind_the_library_is_missing_its_vector(
     assert rows(db_path)[50]["vector_id"] == "notes:50"
 
 
-def test_in_flight_sagas_are_not_orphans_but_stuck_once_old(tmp_path: Path) -> None:
+def test_in_flight_sagas_are_not_orphans_and_stuck_at_once_if_their_owner_died(
+    tmp_path: Path,
+) -> None:
     crashed = crash_once(tmp_path, "create", "after:write_vectors=kill")
     with open_runner(crashed) as runner:
+        [saga] = runner.in_flight()
         young = runner.reconcile(stuck_after=dt.timedelta(hours=1))
         assert young.orphan_vectors == ()  # notes:11 is written by a saga in flight
-        assert young.clean
-        old = runner.reconcile(stuck_after=dt.timedelta(0))
-        assert len(old.stuck_sagas) == 1
-        assert not old.clean
-        fixed = runner.reconcile(fix=True, stuck_after=dt.timedelta(0))
+        assert young.in_flight == (saga.saga_id,)
+        assert young.stuck_sagas == (saga.saga_id,)  # its writer is dead: stuck at once
+        assert not young.clean
+        fixed = runner.reconcile(fix=True, stuck_after=dt.timedelta(hours=1))
+        assert (fixed.in_flight, fixed.stuck_sagas) == ((), ())
         assert fixed.clean
         assert runner.in_flight() == []
 
@@ -226,5 +229,6 @@ def test_a_delete_in_flight_is_not_a_missing_vector(tmp_path: Path) -> None:
     with open_runner(crashed) as runner:
         report = runner.reconcile(stuck_after=dt.timedelta(hours=1), page_size=2)
         assert report.missing_vectors == ()  # the row's vector is gone: a saga is on it
-        assert report.clean
-        assert runner.reconcile(fix=True, stuck_after=dt.timedelta(0)).clean
+        assert len(report.in_flight) == 1
+        assert not report.clean
+        assert runner.reconcile(fix=True, stuck_after=dt.timedelta(hours=1)).clean

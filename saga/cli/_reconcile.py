@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ _FINDINGS = ("orphan_vectors", "missing_vectors", "drift", "stuck_sagas", "fixed
     type=Duration(),
     default="5m",
     show_default=True,
-    help="A saga in flight longer than this counts as stuck.",
+    help="A saga in flight longer than this counts as stuck (one whose owner is gone "
+    "is stuck at once).",
 )
 @definitions_option
 @json_option
@@ -52,9 +54,10 @@ def reconcile(
     definitions: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Compare SQLite and Chroma: orphans, missing vectors, drift, stuck sagas.
+    """Compare SQLite and Chroma: orphans, missing vectors, drift, sagas in flight.
 
-    Exit 0 when the stores agree (after fixing, with --fix), 1 otherwise.
+    A saga whose owner is gone is stuck at once; --fix settles those first. Exit 0 when
+    the stores agree and no saga is in flight (after fixing, with --fix), 1 otherwise.
     """
     with errors_mapped():
         runner = open_runner(db, chroma_path, chroma_host, chroma_port, definitions)
@@ -84,6 +87,29 @@ def _print_reconcile(data: dict[str, Any]) -> None:
     table.add_column("examples")
     for name in _FINDINGS:
         ids = data[name]
-        table.add_row(name, str(len(ids)), ", ".join(ids[:3]) + (" ..." if len(ids) > 3 else ""))
+        table.add_row(name, str(len(ids)), _examples(ids))
     console.print(table)
-    console.print("stores agree" if data["clean"] else "stores DISAGREE (see above)")
+    console.print(_in_flight_line(data["in_flight"]))
+    console.print(_verdict(data))
+
+
+def _examples(ids: Sequence[str]) -> str:
+    return ", ".join(ids[:3]) + (" ..." if len(ids) > 3 else "")
+
+
+def _in_flight_line(ids: Sequence[str]) -> str:
+    """How many sagas reconcile left alone, and which: their vectors were not checked."""
+    if not ids:
+        return "no saga in flight"
+    if len(ids) == 1:
+        return f"1 saga in flight, its vectors not checked: {ids[0]}"
+    return f"{len(ids)} sagas in flight, their vectors not checked: {_examples(ids)}"
+
+
+def _verdict(data: dict[str, Any]) -> str:
+    if data["clean"]:
+        return "stores agree"
+    found = {*data["orphan_vectors"], *data["missing_vectors"], *data["drift"]}
+    if not (found - set(data["fixed"]) or data["stuck_sagas"]):
+        return "stores not known to agree while sagas are in flight (see above)"
+    return "stores DISAGREE (see above)"
