@@ -4,7 +4,8 @@
   (and no saga in flight is writing);
 - missing vectors: a committed row whose vector is absent (or whose ``vector_id``
   column does not name its vector);
-- drift: a vector whose document/metadata differ from what was last synced;
+- drift: a vector whose document/metadata differ from what was last synced (a float
+  within 4 ulps of the synced one is the same: see ``_same_float``);
 - sagas in flight: their vectors are left alone, so the stores are not known to agree
   while any is; stuck, those whose owner is gone (no lease, an expired one, or a dead
   process on this host: at once, whatever their age) or older than ``stuck_after``.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -46,6 +48,7 @@ Rebuild = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
 _BUCKETS = 1 << 14  # tally buckets (a power of two): about 1 MB once all are in use
 _MASK = (1 << 128) - 1
 _NO_ROW = object()
+_ULPS = 4  # chromadb 1.5.9 hands back about 1 float in 9 (of 16-17 digits) 1 ulp off
 
 
 class _Findings:
@@ -178,11 +181,57 @@ def _scan_vectors(
             if key is _NO_ROW:
                 found.orphans.append(record.id)
                 continue
-            expected = synced.get(record.id, (None, None))[0]
-            if expected is None or content_of(record)[0] != expected:
+            if not _as_synced(record, synced.get(record.id, (None, None))):
                 found.drift.append((record.id, key))
         if progress is not None:
             progress(len(page))
+
+
+def _as_synced(record: VectorRecord, synced: tuple[str | None, ...]) -> bool:
+    """Whether Chroma's ``record`` holds the document/metadata last synced.
+
+    The hash decides when it matches. When it does not, the synced JSON is compared
+    value by value: the log keeps floats to 15 significant digits, and a float Chroma
+    hands back one ulp off may round to the other side of a digit boundary."""
+    digest, content = synced[0], synced[1]
+    if digest is None:
+        return False
+    if content_of(record)[0] == digest:
+        return True
+    if content is None:
+        return False
+    document, metadata = json.loads(content)
+    return record.document == document and _same_value(dict(record.metadata or {}), metadata)
+
+
+def _same_value(seen: Any, kept: Any) -> bool:
+    """Equal, of the same type; floats within ``_ULPS``; lists and dicts item by item."""
+    if type(seen) is not type(kept):
+        return False
+    if isinstance(seen, float):
+        return _same_float(seen, kept)
+    if isinstance(seen, dict):
+        return seen.keys() == kept.keys() and all(_same_value(seen[k], kept[k]) for k in seen)
+    if isinstance(seen, list):
+        return len(seen) == len(kept) and all(map(_same_value, seen, kept))
+    return bool(seen == kept)
+
+
+def _same_float(seen: float, kept: float) -> bool:
+    """``seen`` within ``_ULPS`` ulps of ``kept``, or of a float whose 15-digit rounding
+    (what ``content_of`` keeps) is ``kept``. A change past the 15th digit is drift."""
+    if seen == kept or (math.isnan(seen) and math.isnan(kept)):
+        return True
+    if not (math.isfinite(seen) and math.isfinite(kept)):
+        return False
+    if abs(seen - kept) <= _ULPS * math.ulp(max(abs(seen), abs(kept))):
+        return True
+    slack = _ULPS * math.ulp(seen)
+    return _rounded(seen - slack) <= kept <= _rounded(seen + slack)
+
+
+def _rounded(value: float) -> float:
+    return float(f"{value:.15g}")  # as saga._content keeps floats
 
 
 def _scan_rows(
