@@ -111,11 +111,15 @@ class RetryPolicy:
 
 @attrs.frozen
 class ChromaTimeouts:
-    """Bounds on every Chroma call, in seconds: connect, read, and the whole call."""
+    """Bounds on Chroma in server mode, in seconds: ``connect`` and ``read`` for one
+    request, ``call`` for one request's whole attempt, and ``whole`` for everything one
+    write of the runner (create, update, ..., its read-backs and compensation included)
+    may spend in Chroma: what cannot finish in it is left to recovery at once."""
 
     connect: float = attrs.field(default=2.0, validator=_positive_seconds)
     read: float = attrs.field(default=5.0, validator=_positive_seconds)
     call: float = attrs.field(default=8.0, validator=_positive_seconds)
+    whole: float = attrs.field(default=20.0, validator=_positive_seconds)
 
 
 @attrs.frozen

@@ -54,6 +54,7 @@ class Settled:
     saga: SagaRecord
     error: SagaError | None = None
     compensating: bool = False  # the saga is persisted in `compensating`
+    failure: SagaError | None = None  # what made it compensate, when ``error`` stopped that
 
 
 def as_saga_error(exc: BaseException) -> SagaError:
@@ -110,7 +111,9 @@ class Engine:
         keys = [item.key for item in items]
         preloads = [step for step in definition.steps if isinstance(step, Preloading)]
         for attempt in range(PRELOAD_ATTEMPTS):
-            ctx = SagaContext(saga_id=saga_id, op=op, spec=spec, items=items, vectors=self.vectors)
+            ctx = SagaContext(
+                saga_id=saga_id, op=op, spec=spec, items=items, vectors=self.vectors, touched=set()
+            )
             versions = self._versions(definition, ctx, keys, precheck=attempt == 0)
             for step in preloads:
                 step.preload(ctx, versions)
@@ -344,7 +347,7 @@ class Engine:
                 error.saga_id = saga.saga_id
                 logger.bind(saga_id=saga.saga_id).error("compensation failed: {}", error)
                 self._note_error(saga, error)
-                return Settled(Outcome.UNSETTLED, saga, error, compensating=True)
+                return Settled(Outcome.UNSETTLED, saga, error, compensating=True, failure=cause)
         moves = _checked_moves(machine, saga.state, [COMPENSATED])
         try:
             saga = self.log.advance(saga, moves)
@@ -353,7 +356,7 @@ class Engine:
         except Exception as exc:
             error = as_saga_error(exc)
             error.saga_id = saga.saga_id
-            return Settled(Outcome.UNSETTLED, saga, error, compensating=True)
+            return Settled(Outcome.UNSETTLED, saga, error, compensating=True, failure=cause)
         logger.bind(saga_id=saga.saga_id).info("saga compensated")
         return Settled(Outcome.FAILED, saga, cause)
 

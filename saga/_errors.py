@@ -108,23 +108,46 @@ class LeaseLostError(SagaConflictError):
     """This runner's lease on a saga expired and another owner claimed it."""
 
 
-class DataIntegrityError(SagaError):
-    """The saga failed; its compensation ran, so neither store changed.
+class _Caused(SagaError):
+    """An error about a saga that failed because of ``cause`` (a translated error).
 
-    ``cause`` is the translated error that made the saga fail.
+    ``transient`` and ``operation`` are the cause's: whether trying again later may
+    succeed, and which store operation failed (``upsert``, ``delete``, ``readback``,
+    ``sqlite commit``, ...), or None when it was not a store's.
     """
 
     def __init__(self, message: str, *, saga_id: str, cause: BaseException | None) -> None:
         super().__init__(message, saga_id=saga_id)
         self.cause = cause
+        self.transient = isinstance(cause, SagaError) and cause.transient
+        self.operation = cause.operation if isinstance(cause, StoreError) else None
 
 
-class CompensationError(SagaError):
-    """Compensation failed; the saga is persisted in ``compensating`` for recovery."""
+class DataIntegrityError(_Caused):
+    """The saga failed; its compensation ran, so neither store changed.
 
-    def __init__(self, message: str, *, saga_id: str, cause: BaseException | None) -> None:
-        super().__init__(message, saga_id=saga_id)
-        self.cause = cause
+    ``cause`` is the translated error that made the saga fail; ``transient`` says whether
+    the same call may succeed later (a store briefly away) or not (a constraint).
+    """
+
+
+class CompensationError(_Caused):
+    """Compensation failed; the saga is persisted for recovery (``saga recover``).
+
+    ``cause`` is the error that stopped the compensation; ``failure`` the one that made
+    the saga fail in the first place (None if the compensation was not the first).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        saga_id: str,
+        cause: BaseException | None,
+        failure: BaseException | None = None,
+    ) -> None:
+        super().__init__(message, saga_id=saga_id, cause=cause)
+        self.failure = failure
 
 
 class IllegalTransitionError(SagaError):
@@ -132,16 +155,23 @@ class IllegalTransitionError(SagaError):
 
 
 class StoreError(SagaError):
-    """A store failed. ``transient`` is true when retrying later may succeed."""
+    """A store failed. ``transient`` is true when retrying later may succeed;
+    ``operation`` names what failed (``upsert``, ``sqlite commit``, ...) when known."""
 
     transient: bool = False
 
     def __init__(
-        self, message: str, *, saga_id: str | None = None, transient: bool | None = None
+        self,
+        message: str,
+        *,
+        saga_id: str | None = None,
+        transient: bool | None = None,
+        operation: str | None = None,
     ) -> None:
         super().__init__(message, saga_id=saga_id)
         if transient is not None:
             self.transient = transient
+        self.operation = operation
 
 
 class SqliteStoreError(StoreError):
@@ -149,7 +179,12 @@ class SqliteStoreError(StoreError):
 
 
 class VectorStoreError(StoreError):
-    """Chroma refused or failed."""
+    """Chroma refused or failed. ``sent`` is False only when the request provably never
+    reached Chroma (every attempt's connection refused before sending): a write that
+    failed so was not applied, and there is nothing to undo."""
+
+    sent: bool = True
+    ambiguous: bool = False  # a write may have been applied though it failed
 
 
 class VectorStoreUnavailable(VectorStoreError):

@@ -68,13 +68,18 @@ class VectorStore(Protocol):
     """The vector side of a dual write (the Chroma adapter implements it).
 
     ``remote``: calls cross a network; ``call_bound``: the most one retried call may
-    take, in seconds (None when calls are not cut, as in-process ones are not).
+    take, in seconds (None when calls are not cut, as in-process ones are not);
+    ``call_deadline``: the most a whole write may spend here (``saga._deadline``).
     """
 
     remote: bool
 
     @property
     def call_bound(self) -> float | None: ...
+
+    @property
+    def call_deadline(self) -> float | None:
+        """The most one runner write may spend in this store, in seconds (None: no bound)."""
 
     def max_batch_size(self) -> int: ...
 

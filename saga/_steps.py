@@ -126,6 +126,9 @@ class SagaContext:
     # What ``preload`` read outside the write lock, and the vector versions it saw.
     preloaded: dict[str, VectorRecord] | None = None
     observed: dict[str, tuple[Any, ...]] | None = None
+    # Sub-batches a remote step may have applied, known only to the call that began
+    # the saga (a set there); None in recovery, where an earlier run may have sent any.
+    touched: set[int] | None = None
 
     def vector_id(self, item: Item) -> str:
         return self.spec.vector_id(item.known_key)

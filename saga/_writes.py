@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from loguru import logger
 
+from saga import _deadline as deadline
 from saga._engine import Outcome, Settled
 from saga._errors import (
     CompensationError,
     ConfigurationError,
     DataIntegrityError,
     SagaError,
+    StoreError,
 )
 from saga._items import same_dimension
 from saga._machine import SagaDefinition
@@ -30,8 +32,9 @@ def run(
     """Begin, drive, and turn the outcome into a result or a loud error."""
     if spec.dimension is None:
         same_dimension(items)
-    saga, ctx = services.engine.begin(definition, spec, op, items)
-    settled = services.engine.drive(definition, saga, ctx)
+    with deadline.scope(services.vectors.call_deadline):
+        saga, ctx = services.engine.begin(definition, spec, op, items)
+        settled = services.engine.drive(definition, saga, ctx)
     if settled.outcome is Outcome.UNSETTLED:
         let_go(services, settled.saga)
     if settled.outcome is Outcome.SYNCED and spec.dimension is None and ctx.items:
@@ -76,13 +79,20 @@ def answer(settled: Settled, ctx: SagaContext) -> SagaResult:
             cause=error,
         ) from error
     where = "compensating" if settled.compensating else saga.state
+    failed = "" if settled.failure is None else f" ({_text(settled.failure)})"
     raise CompensationError(
-        f"dual write failed and could not be settled: {_text(error)}; the saga is persisted in "
-        f"{where!r}: run `saga recover`",
+        f"dual write failed{failed} and could not be settled: {_text(error)}; the saga is "
+        f"persisted in {where!r}: run `saga recover`",
         saga_id=saga.saga_id,
         cause=error,
+        failure=settled.failure,
     ) from error
 
 
 def _text(error: SagaError | None) -> str:
-    return "unknown error" if error is None else error.message
+    """The error's message, naming the store operation that failed when it is known."""
+    if error is None:
+        return "unknown error"
+    if not isinstance(error, StoreError) or error.operation is None:
+        return error.message
+    return f"{error.operation} failed: {error.message}"

@@ -14,12 +14,13 @@ first: the stored vector is then exactly the one intended.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
 
-from saga._errors import RecordNotFoundError, ValidationError
+from saga._errors import RecordNotFoundError, ValidationError, VectorStoreError
 from saga._ports import LogUnit, Synced, VectorRecord
 from saga._steps import RESERVED_METADATA, Item, SagaContext, Versions
 
@@ -63,7 +64,8 @@ class WriteVectors:
             if index in ctx.progress:
                 continue
             if self.op == "delete":
-                ctx.vectors.delete(ctx.spec.collection, [ctx.vector_id(i) for i in chunk])
+                with _sending(ctx, index):
+                    ctx.vectors.delete(ctx.spec.collection, [ctx.vector_id(i) for i in chunk])
             else:
                 stored: dict[str, VectorRecord] = {}
                 if self.op == "create":
@@ -74,7 +76,7 @@ class WriteVectors:
                     # batch of 100 (one read per request).
                     ids = [ctx.vector_id(i) for i in chunk]
                     stored = ctx.vectors.get(ctx.spec.collection, ids)
-                self._replace(ctx, [(ctx, i) for i in chunk], stored)
+                self._replace(ctx, [(ctx, i) for i in chunk], stored, index=index)
             if len(chunks) > 1:
                 ctx.progress.add(index)
                 ctx.save_progress(ctx.progress)
@@ -117,6 +119,7 @@ class WriteVectors:
         stored: dict[str, VectorRecord],
         *,
         skip_exact: bool = False,
+        index: int | None = None,
     ) -> None:
         """Upsert each item's new vector so that Chroma holds exactly it: keys of what
         is there (the before-image, or else what ``stored`` shows) named with ``None``,
@@ -134,8 +137,10 @@ class WriteVectors:
             if not (skip_exact and _stored_as(stored.get(record.id), record)):
                 written.append(record)
         if clear:
-            ctx.vectors.delete(ctx.spec.collection, clear)
-        ctx.vectors.upsert(ctx.spec.collection, written)
+            with _sending(ctx, index):
+                ctx.vectors.delete(ctx.spec.collection, clear)
+        with _sending(ctx, index):
+            ctx.vectors.upsert(ctx.spec.collection, written)
 
     def synced(self, ctx: SagaContext) -> Synced:
         """Each vector as the saga leaves it: written, or (a delete) gone."""
@@ -144,7 +149,9 @@ class WriteVectors:
         return {ctx.vector_id(item): ctx.new_vector(item) for item in ctx.items}
 
     def compensate(self, ctx: SagaContext) -> None:
-        for chunk in ctx.chunks():
+        for index, chunk in enumerate(ctx.chunks()):
+            if ctx.touched is not None and index not in ctx.touched:
+                continue  # this call never sent it: nothing of it can be in Chroma
             remove = [ctx.vector_id(i) for i in chunk if i.before_vector is None]
             if self.op == "delete":
                 remove = []  # a delete only removed vectors that existed
@@ -159,6 +166,25 @@ class WriteVectors:
                 restore.append(_over(item.before_vector, written))
             ctx.vectors.delete(ctx.spec.collection, remove)
             ctx.vectors.upsert(ctx.spec.collection, restore)
+
+
+@contextlib.contextmanager
+def _sending(ctx: SagaContext, index: int | None) -> Iterator[None]:
+    """A write of sub-batch ``index`` in a live call: noted in ``ctx.touched`` (what
+    compensation must undo) unless Chroma provably never saw it (``sent`` False) and no
+    earlier write of the sub-batch did either. Recovery knows no such thing
+    (``touched`` is None): it undoes every sub-batch."""
+    if ctx.touched is None or index is None:
+        yield
+        return
+    fresh = index not in ctx.touched
+    ctx.touched.add(index)
+    try:
+        yield
+    except VectorStoreError as error:
+        if fresh and not error.sent:
+            ctx.touched.discard(index)
+        raise
 
 
 def _over(record: VectorRecord, stored: VectorRecord | None) -> VectorRecord:

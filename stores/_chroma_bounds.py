@@ -35,10 +35,11 @@ from typing import Any, TypeVar
 import httpx
 import stamina
 
+from saga import _deadline as deadline
 from saga import failpoints
 from saga._config import ChromaTimeouts, RetryPolicy
 from saga._errors import VectorStoreError, VectorStoreTimeout
-from stores._chroma_errors import translate
+from stores._chroma_errors import Attempts, translate
 
 T = TypeVar("T")
 
@@ -83,17 +84,26 @@ def within(seconds: float, point: str, action: Callable[[], T]) -> T:
     return outcome.result()
 
 
+class BudgetSpent(VectorStoreTimeout):
+    """No time was left to try (again): this attempt sent nothing, and retrying it is
+    pointless (the caller's time is up), though the call may succeed later."""
+
+    sent = False
+
+
 class Budget:
-    """The time left to a retried call, in seconds; every attempt is cut to fit it."""
+    """The time left to a retried call, in seconds; every attempt is cut to fit it.
+    Inside an API call's deadline (``saga._deadline``) the budget never outlasts it."""
 
     def __init__(self, seconds: float) -> None:
-        self.ends = time.monotonic() + seconds
+        left = deadline.remaining()
+        self.ends = time.monotonic() + (seconds if left is None else min(seconds, left))
 
     def slice(self, most: float, point: str) -> float:
         """Seconds for the next attempt: at most ``most``, never past the end."""
         left = min(most, self.ends - time.monotonic())
         if left <= 0.001:
-            raise VectorStoreTimeout(f"Chroma: {point}: retry budget spent")
+            raise BudgetSpent(f"Chroma: {point}: no time left for it", operation=point)
         return left
 
 
@@ -118,7 +128,7 @@ def retrying(policy: RetryPolicy, attempt: Callable[[], T]) -> T:
 
 
 def _is_transient(exc: Exception) -> bool:
-    return isinstance(exc, VectorStoreError) and exc.transient
+    return isinstance(exc, VectorStoreError) and exc.transient and not isinstance(exc, BudgetSpent)
 
 
 def bounded_call(
@@ -135,18 +145,29 @@ def bounded_call(
     an embedded call runs in the caller's thread, uncut.
     """
     budget = Budget(max(retry.timeout, timeouts.call) if remote else 0.0)
+    attempts = Attempts()
 
     def attempt() -> T:
-        failpoints.hit(f"chroma.{point}")
-        if remote:
-            seconds = budget.slice(timeouts.call, point)
-            result = within(seconds, point, lambda: translated(action, remote=True))
-        else:
-            result = translated(action, remote=False)
-        failpoints.hit(f"chroma.{point}.after")
+        try:
+            failpoints.hit(f"chroma.{point}")
+            if remote:
+                seconds = budget.slice(timeouts.call, point)
+                result = within(seconds, point, lambda: translated(action, remote=True))
+            else:
+                result = translated(action, remote=False)
+            failpoints.hit(f"chroma.{point}.after")
+        except VectorStoreError as error:
+            attempts.saw(error)
+            raise
         return result
 
-    return retrying(retry, attempt)
+    try:
+        return retrying(retry, attempt)
+    except VectorStoreError as error:
+        error.sent = attempts.reached  # for every attempt, not just the last
+        error.ambiguous = attempts.ambiguous
+        error.operation = error.operation or point
+        raise
 
 
 def bound_session(client: Any, timeouts: ChromaTimeouts) -> httpx.Client | None:

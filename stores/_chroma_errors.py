@@ -70,10 +70,30 @@ def _wire_error(exc: BaseException | None) -> BaseException | None:
     return None
 
 
+def never_sent(error: VectorStoreError) -> bool:
+    """True if the request behind ``error`` never left the client (connection refused,
+    connect or pool timeout): it cannot have been applied."""
+    return isinstance(_wire_error(error.__cause__), _NEVER_SENT)
+
+
 def maybe_applied(error: VectorStoreError) -> bool:
     """True if a write that failed with ``error`` may nevertheless have been applied:
     no answer in time, or the connection cut under a request already sent."""
-    wire = _wire_error(error.__cause__)
-    if isinstance(wire, _NEVER_SENT):
+    if not error.sent or never_sent(error):
         return False
+    wire = _wire_error(error.__cause__)
     return isinstance(error, VectorStoreTimeout) or isinstance(wire, _CUT_OFF)
+
+
+class Attempts:
+    """What the attempts of one retried call say together: whether any may have reached
+    Chroma (``reached``), and whether any may have been applied without an answer
+    (``ambiguous``). A refused last attempt does not undo what an earlier one sent."""
+
+    def __init__(self) -> None:
+        self.reached = False
+        self.ambiguous = False
+
+    def saw(self, error: VectorStoreError) -> None:
+        self.reached = self.reached or (error.sent and not never_sent(error))
+        self.ambiguous = self.ambiguous or maybe_applied(error)

@@ -123,6 +123,11 @@ class ChromaVectorStore:
         not cut; see ``stores._chroma_bounds``)."""
         return max(self.retry.timeout, self.timeouts.call) if self.remote else None
 
+    @property
+    def call_deadline(self) -> float | None:
+        """``ChromaTimeouts.whole`` for a server; None for the embedded client."""
+        return self.timeouts.whole if self.remote else None
+
     # -- the seam ---------------------------------------------------------------------
 
     def _call(self, point: str, action: Callable[[], T]) -> T:
@@ -141,7 +146,7 @@ class ChromaVectorStore:
         try:
             self._call(point, action)
         except VectorStoreError as error:
-            if not maybe_applied(error) or not self._read_back(point, took_effect, error):
+            if not error.ambiguous or not self._read_back(point, took_effect, error):
                 raise
 
     def _read_back(

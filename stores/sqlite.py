@@ -41,11 +41,17 @@ def _register_failpoint_errors() -> None:
     )
 
 
-def translate(exc: sqlite3.Error, saga_id: str | None = None) -> SqliteStoreError:
-    """Map a ``sqlite3`` error to the project's error, marking lock errors transient."""
+def translate(
+    exc: sqlite3.Error, saga_id: str | None = None, operation: str = "sqlite write"
+) -> SqliteStoreError:
+    """Map a ``sqlite3`` error to the project's error, marking lock errors transient;
+    ``operation`` says where it failed (``sqlite begin``, ``sqlite write``, ``sqlite
+    commit``, ``sqlite read``)."""
     text = str(exc)
     transient = isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
-    return SqliteStoreError(f"SQLite: {text}", saga_id=saga_id, transient=transient)
+    return SqliteStoreError(
+        f"SQLite: {text}", saga_id=saga_id, transient=transient, operation=operation
+    )
 
 
 @contextlib.contextmanager
@@ -146,15 +152,17 @@ class Database:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise translate(exc, saga_id) from exc
+                raise translate(exc, saga_id, "sqlite begin") from exc
+            operation = "sqlite write"
             try:
                 yield conn
+                operation = "sqlite commit"
                 conn.execute("COMMIT")
             except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise translate(exc, saga_id) from exc
+                    raise translate(exc, saga_id, operation) from exc
                 raise
 
     @contextlib.contextmanager
@@ -172,7 +180,7 @@ class Database:
         try:
             yield conn
         except sqlite3.Error as exc:
-            raise translate(exc) from exc
+            raise translate(exc, None, "sqlite read") from exc
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("COMMIT")
