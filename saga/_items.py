@@ -6,13 +6,14 @@ Everything here runs before any store is touched: a ``ValidationError`` names th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from saga import _validation as check
 from saga._config import Limits
-from saga._errors import ValidationError
+from saga._errors import UnknownColumnError, ValidationError
 from saga._ports import Key, TableShape, TableSpec
+from saga._registry import TableRegistry
 from saga._steps import Item
 
 CREATE_FIELDS = frozenset({"row", "embedding", "document", "metadata"})
@@ -85,6 +86,18 @@ def update_item(
         document=check.document(document, limits, index),
         metadata=check.metadata(metadata, limits, index),
     )
+
+
+def with_fresh_shape(
+    tables: TableRegistry, spec: TableSpec, build: Callable[[TableSpec, TableShape], list[Item]]
+) -> list[Item]:
+    """``build`` the items against the table's known shape; a column it does not know
+    has the table read again once (the application may have added it since), so a
+    runner notices ALTER TABLE without a restart, and without a PRAGMA per write."""
+    try:
+        return build(spec, tables.shape(spec.table))
+    except UnknownColumnError:
+        return build(spec, tables.refresh_shape(spec.table))
 
 
 def create_items(

@@ -22,7 +22,7 @@ from saga import _items, _reads, _writes
 from saga import _validation as check
 from saga._clock import Clock, SystemClock
 from saga._config import ChromaTimeouts, LeasePolicy, Limits, RetryPolicy, SqliteOptions
-from saga._errors import ConfigurationError, SagaError, UnknownColumnError, ValidationError
+from saga._errors import ConfigurationError, SagaError, ValidationError
 from saga._machine import SagaDefinition
 from saga._ports import Key, SagaRecord, TableShape, TableSpec, VectorRecord
 from saga._reconcile import Rebuild, reconcile
@@ -129,17 +129,9 @@ class SagaRunner:
         s = self._services
         return Stores(log=s.log, catalog=s.catalog, vectors=s.vectors)
 
-    @property
-    def clock(self) -> Clock:
-        return self._services.clock
-
-    @property
-    def lease(self) -> LeasePolicy:
-        return self._services.lease
-
-    @property
-    def limits(self) -> Limits:
-        return self._services.limits
+    clock = property(lambda self: self._services.clock, doc="The runner's clock.")
+    lease = property(lambda self: self._services.lease, doc="Its lease policy.")
+    limits = property(lambda self: self._services.limits, doc="Its input limits.")
 
     # -- configuration ----------------------------------------------------------------
 
@@ -290,15 +282,8 @@ class SagaRunner:
     def _built(
         self, table: str, build: Callable[[TableSpec, TableShape], list[Item]]
     ) -> tuple[TableSpec, list[Item]]:
-        """``build`` the items against the table's known shape; a column it does not know
-        has the table read again once (the application may have added it since), so a
-        runner notices ALTER TABLE without a restart, and without a PRAGMA per write."""
         spec = self.spec(table)
-        tables = self._services.tables
-        try:
-            return spec, build(spec, tables.shape(spec.table))
-        except UnknownColumnError:
-            return spec, build(spec, tables.refresh_shape(spec.table))
+        return spec, _items.with_fresh_shape(self._services.tables, spec, build)
 
     def _run(self, name: str, spec: TableSpec, items: list[Item]) -> SagaResult:
         return self._write(self.definition(name), spec, name.removesuffix("_many"), items)
@@ -365,12 +350,10 @@ class SagaRunner:
             progress=progress,
         )
 
-    def detect_orphaned_records(self) -> ReconcileReport:
-        """Alias: ``reconcile(fix=False)``."""
+    def detect_orphaned_records(self) -> ReconcileReport:  # an alias
         return self.reconcile(fix=False)
 
-    def recover_orphaned_vectors(self) -> ReconcileReport:
-        """Alias: ``reconcile(fix=True)``."""
+    def recover_orphaned_vectors(self) -> ReconcileReport:  # an alias
         return self.reconcile(fix=True)
 
     # -- reads ------------------------------------------------------------------------
