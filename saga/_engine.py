@@ -8,8 +8,8 @@ definition's ``transitions`` machine before the saga log persists it.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,9 +17,10 @@ import attrs
 from loguru import logger
 
 from saga import failpoints
-from saga._clock import Clock, parse_stamp
+from saga._begin import begin
+from saga._clock import Clock, parse_stamp, stamp
 from saga._config import LeasePolicy
-from saga._errors import LeaseLostError, SagaConflictError, SagaError
+from saga._errors import LeaseLostError, SagaError
 from saga._machine import (
     COMPENSATE,
     COMPENSATED,
@@ -33,8 +34,16 @@ from saga._machine import (
     machine_for,
 )
 from saga._payload import dumps
-from saga._ports import LogUnit, Move, SagaLog, SagaRecord, Synced, TableSpec, VectorStore
-from saga._steps import Item, Preloading, SagaContext, Step, Syncing, Versions
+from saga._ports import (
+    Move,
+    Recheck,
+    SagaLog,
+    SagaRecord,
+    Synced,
+    TableSpec,
+    VectorStore,
+)
+from saga._steps import Item, SagaContext, Step, Syncing
 
 
 class Outcome(enum.Enum):
@@ -63,15 +72,9 @@ def as_saga_error(exc: BaseException) -> SagaError:
     return SagaError(f"{type(exc).__name__}: {exc}")
 
 
-PRELOAD_ATTEMPTS = 3
-
-
-class _StaleRead(Exception):
-    """A vector read before ``pending`` was touched by another saga meanwhile."""
-
-
-def _shown(keys: Sequence[Any]) -> str:
-    return ", ".join(repr(k) for k in keys[:5]) + (", ..." if len(keys) > 5 else "")
+# Seconds after a compensation before its late-write re-check is due: a request that
+# outlived its call's deadline (20 s by default) has landed by then or will not.
+RECHECK_GRACE = 60.0
 
 
 class Engine:
@@ -101,85 +104,9 @@ class Engine:
         op: str,
         items: list[Item],
     ) -> tuple[SagaRecord, SagaContext]:
-        """T1: check preconditions, record before-images and intent as ``pending``.
-
-        Steps read what they need from remote stores first (``Preloading``), outside
-        SQLite's write lock, so a slow Chroma never keeps other writers out. If a
-        vector read that way was touched by another saga before ``pending`` could be
-        recorded, the reads are made again (``PRELOAD_ATTEMPTS`` in all)."""
-        saga_id = str(uuid.uuid4())
-        keys = [item.key for item in items]
-        preloads = [step for step in definition.steps if isinstance(step, Preloading)]
-        for attempt in range(PRELOAD_ATTEMPTS):
-            ctx = SagaContext(
-                saga_id=saga_id, op=op, spec=spec, items=items, vectors=self.vectors, touched=set()
-            )
-            versions = self._versions(definition, ctx, keys, precheck=attempt == 0)
-            for step in preloads:
-                step.preload(ctx, versions)
-            failpoints.hit("after:preload")
-            try:
-                with self.log.unit() as unit:  # no saga id in errors: it does not exist yet
-                    saga = self._record_pending(definition, ctx, unit)
-            except _StaleRead:
-                logger.bind(saga_id=saga_id).debug("a vector changed while read: again")
-                continue
-            failpoints.hit("after:pending")
-            logger.bind(saga_id=saga_id).debug("{} saga pending ({} items)", op, len(items))
-            return saga, ctx
-        raise SagaConflictError(
-            f"the vectors of keys {_shown(keys)} kept changing while their before-images "
-            f"were read ({PRELOAD_ATTEMPTS} tries)",
-            key=keys[0] if len(keys) == 1 else None,
-        )
-
-    def _versions(
-        self, definition: SagaDefinition, ctx: SagaContext, keys: list[Any], *, precheck: bool
-    ) -> Versions:
-        """What a preload calls before it reads a remote store: the vectors' versions.
-        The first time, what SQLite alone refuses (a conflict, a missing row) is refused
-        first, naming the key as inside `pending`, so Chroma is not read for nothing."""
-
-        def versions(vector_ids: list[str]) -> dict[str, tuple[Any, ...]]:
-            with self.log.reading() as unit:  # one read transaction for both
-                if precheck:
-                    unit.refuse_conflicts(ctx.spec, keys)
-                    for step in definition.steps:
-                        if step.local:
-                            step.prepare(ctx, unit)
-                return unit.vector_versions(vector_ids)
-
-        return versions
-
-    def _record_pending(
-        self, definition: SagaDefinition, ctx: SagaContext, unit: LogUnit
-    ) -> SagaRecord:
-        """Inside the ``pending`` transaction: refuse conflicts, check that preloaded
-        reads are current, let the steps check preconditions and record before-images,
-        then record the intent."""
-        unassigned = [item for item in ctx.items if item.key is None]
-        if unassigned:  # keys SQLite assigns: reserved here, inside `pending`
-            given = [item.key for item in ctx.items if item.key is not None]
-            for item, key in zip(
-                unassigned, unit.assign_keys(ctx.spec, len(unassigned), given), strict=True
-            ):
-                item.key = key
-        keys = [item.known_key for item in ctx.items]
-        unit.refuse_conflicts(ctx.spec, keys)
-        if ctx.observed is not None and unit.vector_versions(list(ctx.observed)) != ctx.observed:
-            raise _StaleRead
-        # Local preconditions first (the row exists, or not): a refused write then
-        # names the key before a step looks at what it read from Chroma.
-        for step in sorted(definition.steps, key=lambda s: not s.local):
-            step.prepare(ctx, unit)
-        return unit.record_pending(
-            saga_id=ctx.saga_id,
-            definition=definition.name,
-            spec=ctx.spec,
-            op=ctx.op,
-            keys=keys,
-            payload=dumps(ctx.op, ctx.items),
-        )
+        """T1: check preconditions, record before-images and intent as ``pending``
+        (see ``saga._begin``)."""
+        return begin(self.log, self.vectors, definition, spec, op, items)
 
     def drive(
         self,
@@ -350,7 +277,7 @@ class Engine:
                 return Settled(Outcome.UNSETTLED, saga, error, compensating=True, failure=cause)
         moves = _checked_moves(machine, saga.state, [COMPENSATED])
         try:
-            saga = self.log.advance(saga, moves)
+            saga = self.log.advance(saga, moves, recheck=self._recheck(saga, ctx))
         except LeaseLostError:
             raise
         except Exception as exc:
@@ -359,6 +286,21 @@ class Engine:
             return Settled(Outcome.UNSETTLED, saga, error, compensating=True, failure=cause)
         logger.bind(saga_id=saga.saga_id).info("saga compensated")
         return Settled(Outcome.FAILED, saga, cause)
+
+    def _recheck(self, saga: SagaRecord, ctx: SagaContext) -> Recheck | None:
+        """A late-write re-check for a compensated saga whose remote write may still be
+        on its way (a request sent and never answered; in recovery, unknown): a remote
+        store only, since in-process calls end before they return."""
+        if not self.vectors.remote or not (ctx.touched is None or ctx.late_possible):
+            return None
+        due = self.clock.now() + dt.timedelta(seconds=RECHECK_GRACE)
+        return Recheck(
+            saga_id=saga.saga_id,
+            definition=saga.definition,
+            table=saga.table,
+            payload=dumps(ctx.op, ctx.items),
+            due_at=stamp(due),
+        )
 
     def _note_error(self, saga: SagaRecord, error: SagaError) -> None:
         try:

@@ -123,6 +123,20 @@ class SagaRecord:
 
 
 Move = tuple[str, str]  # (event, destination state)
+
+
+@attrs.frozen
+class Recheck:
+    """A compensated saga whose unanswered write may still land: undo it again at
+    ``due_at`` from ``payload`` (its items with their before-images)."""
+
+    saga_id: str
+    definition: str
+    table: str
+    payload: str
+    due_at: str
+
+
 Synced = Mapping[str, VectorRecord | None]  # vector id -> as synced (None: deleted)
 
 
@@ -204,6 +218,9 @@ class LogUnit(Protocol):
         vector as synced (None: a deleted vector's row goes). Raises ``LeaseLostError``
         if the saga left its state or changed owner."""
 
+    def drop_recheck(self, saga_id: str) -> None:
+        """The saga's late-write re-check is done."""
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """For a custom step's own tables: one statement in this transaction, its rows.
 
@@ -226,10 +243,19 @@ class SagaLog(Protocol):
         """A read transaction: one consistent snapshot."""
 
     def advance(
-        self, saga: SagaRecord, moves: Sequence[Move], *, error: str | None = None
+        self,
+        saga: SagaRecord,
+        moves: Sequence[Move],
+        *,
+        error: str | None = None,
+        recheck: Recheck | None = None,
     ) -> SagaRecord:
         """``moves`` in a transaction of their own, retried while the database is
-        locked (recording a compensation must not be given up lightly)."""
+        locked (recording a compensation must not be given up lightly); with
+        ``recheck``, a late-write re-check is scheduled in the same transaction."""
+
+    def due_rechecks(self, now: str) -> list[Recheck]:
+        """Late-write re-checks due at ``now`` (an ISO time stamp), oldest first."""
 
     def save_progress(self, saga: SagaRecord, applied: set[int]) -> None: ...
 

@@ -23,6 +23,7 @@ from typing import Literal
 import attrs
 from loguru import logger
 
+from saga import _rechecks as rechecks
 from saga._clock import parse_stamp, stamp
 from saga._engine import Outcome, Settled
 from saga._errors import ConfigurationError, LeaseLostError, SagaError, ValidationError
@@ -80,6 +81,10 @@ def recover(
                 errors[saga_id] = error
             if progress is not None:
                 progress()
+    rechecked: list[str] = []
+    if not dry_run:
+        rechecked, failed_rechecks = rechecks.run_due(services)
+        errors.update(failed_rechecks)
     return RecoveryReport(
         resumed=len(buckets["resumed"]),
         compensated=len(buckets["compensated"]),
@@ -89,6 +94,8 @@ def recover(
         compensated_ids=tuple(buckets["compensated"]),
         unsettled_ids=tuple(buckets["unsettled"]),
         skipped_ids=tuple(buckets["skipped"]),
+        rechecked=len(rechecked),
+        rechecked_ids=tuple(rechecked),
         errors=errors,
         dry_run=dry_run,
     )

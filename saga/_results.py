@@ -42,7 +42,9 @@ class RecoveryReport:
     ``resumed``: rolled forward to ``synced``; ``compensated``: undone to ``failed``
     (the state; "failed" always means compensated); ``unsettled``: could not be settled
     this run (left in flight for the next run, its error recorded); ``skipped``: held by
-    a live owner, or claimed by another recovery first.
+    a live owner, or claimed by another recovery first; ``rechecked``: compensated
+    sagas whose unanswered write was undone once more after the grace period (see
+    ``saga._rechecks``).
     """
 
     resumed: int = 0
@@ -53,6 +55,8 @@ class RecoveryReport:
     compensated_ids: tuple[str, ...] = ()
     unsettled_ids: tuple[str, ...] = ()
     skipped_ids: tuple[str, ...] = ()
+    rechecked: int = 0
+    rechecked_ids: tuple[str, ...] = ()
     errors: dict[str, str] = attrs.field(factory=dict)
     dry_run: bool = False
 

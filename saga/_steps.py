@@ -129,6 +129,8 @@ class SagaContext:
     # Sub-batches a remote step may have applied, known only to the call that began
     # the saga (a set there); None in recovery, where an earlier run may have sent any.
     touched: set[int] | None = None
+    # A remote write was sent and never answered: it may land after the compensation.
+    late_possible: bool = False
 
     def vector_id(self, item: Item) -> str:
         return self.spec.vector_id(item.known_key)

@@ -20,7 +20,12 @@ from typing import Any
 
 import attrs
 
-from saga._errors import RecordNotFoundError, ValidationError, VectorStoreError
+from saga._errors import (
+    RecordNotFoundError,
+    ValidationError,
+    VectorStoreError,
+    VectorStoreTimeout,
+)
 from saga._ports import LogUnit, Synced, VectorRecord
 from saga._steps import RESERVED_METADATA, Item, SagaContext, Versions
 
@@ -184,6 +189,8 @@ def _sending(ctx: SagaContext, index: int | None) -> Iterator[None]:
     except VectorStoreError as error:
         if fresh and not error.sent:
             ctx.touched.discard(index)
+        if error.sent and (error.ambiguous or isinstance(error, VectorStoreTimeout)):
+            ctx.late_possible = True  # sent, unanswered: it may still land
         raise
 
 

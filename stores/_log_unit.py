@@ -21,7 +21,7 @@ from saga._config import LeasePolicy
 from saga._content import content_of
 from saga._errors import LeaseLostError, SagaConflictError, ValidationError
 from saga._machine import BEGIN, PENDING, SYNCED, TERMINAL
-from saga._ports import Key, Move, SagaRecord, Synced, TableSpec
+from saga._ports import Key, Move, Recheck, SagaRecord, Synced, TableSpec
 from stores._schema import IN_FLIGHT_VECTOR
 from stores.rows import SqliteRows, quote
 
@@ -135,6 +135,16 @@ class SqliteLogUnit:
 
     def synced_content(self, vector_ids: Sequence[str]) -> dict[str, tuple[str | None, ...]]:
         return sync_state_columns(self._conn, "content_hash, content", vector_ids)
+
+    def drop_recheck(self, saga_id: str) -> None:
+        self._conn.execute("DELETE FROM saga_rechecks WHERE saga_id = ?", (saga_id,))
+
+    def schedule_recheck(self, recheck: Recheck) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO saga_rechecks (saga_id, definition, sqlite_table, "
+            "payload, due_at) VALUES (?, ?, ?, ?, ?)",
+            (recheck.saga_id, recheck.definition, recheck.table, recheck.payload, recheck.due_at),
+        )
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in self._conn.execute(sql, tuple(params))]

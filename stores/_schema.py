@@ -7,7 +7,7 @@ the application (many apps number their own migrations with it).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Written as literals, identical in the partial indexes and the queries, so that
 # SQLite uses the indexes: only sagas in flight are ever looked for this way, and
@@ -90,6 +90,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX idx_vector_sync_in_flight ON vector_sync_state (sqlite_table) "
         f"WHERE {IN_FLIGHT_VECTOR}",
     ),
+    # 4: late-write re-checks. A write that went unanswered may still land after its
+    # saga was compensated; recovery undoes it again once the grace period is over,
+    # from the payload (before-images included) kept here.
+    4: (
+        """CREATE TABLE saga_rechecks (
+            saga_id TEXT PRIMARY KEY,
+            definition TEXT NOT NULL,
+            sqlite_table TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            due_at TEXT NOT NULL
+        )""",
+    ),
 }
 
 LOG_TABLES = (
@@ -99,4 +111,5 @@ LOG_TABLES = (
     "vector_sync_state",
     "pending_vectors",
     "saga_history",
+    "saga_rechecks",
 )

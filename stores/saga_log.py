@@ -21,7 +21,7 @@ from saga import failpoints
 from saga._clock import Clock
 from saga._config import LeasePolicy
 from saga._errors import LeaseLostError
-from saga._ports import Move, SagaRecord
+from saga._ports import Move, Recheck, SagaRecord
 from stores._log_unit import SAGA_COLUMNS, Lease, SqliteLogUnit
 from stores._schema import IN_FLIGHT_SAGA
 from stores.sqlite import Database
@@ -67,15 +67,24 @@ class SqliteSagaLog:
             yield SqliteLogUnit(conn, self._lease)
 
     def advance(
-        self, saga: SagaRecord, moves: Sequence[Move], *, error: str | None = None
+        self,
+        saga: SagaRecord,
+        moves: Sequence[Move],
+        *,
+        error: str | None = None,
+        recheck: Recheck | None = None,
     ) -> SagaRecord:
         """``moves`` in a transaction of their own, retried while the database is locked
         for up to ``SqliteOptions.settle_timeout``: recording a compensation must not be
         abandoned because another connection holds the write lock for a while."""
-        record = self.db.write_settled(
-            lambda conn: SqliteLogUnit(conn, self._lease).advance(saga, moves, error=error),
-            saga.saga_id,
-        )
+
+        def apply(conn: sqlite3.Connection) -> SagaRecord:
+            unit = SqliteLogUnit(conn, self._lease)
+            if recheck is not None:
+                unit.schedule_recheck(recheck)
+            return unit.advance(saga, moves, error=error)
+
+        record = self.db.write_settled(apply, saga.saga_id)
         for _event, dest in moves:
             failpoints.hit(f"after:{dest}")
         return record
@@ -219,6 +228,15 @@ class SqliteSagaLog:
                 "SELECT vector_id FROM vector_sync_state WHERE saga_id = ?", (saga_id,)
             )
             return {row[0] for row in rows}
+
+    def due_rechecks(self, now: str) -> list[Recheck]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT saga_id, definition, sqlite_table, payload, due_at FROM saga_rechecks "
+                "WHERE due_at <= ? ORDER BY due_at, saga_id",
+                (now,),
+            )
+            return [Recheck(*row) for row in rows]
 
     def counts(self) -> list[tuple[str, str, int]]:
         """(table, state, sagas), for ``saga status``."""

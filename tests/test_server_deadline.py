@@ -3,6 +3,7 @@ whole write, compensation included, ends within ``ChromaTimeouts.whole`` (issue 
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from saga import (
     SagaRunner,
     VectorStoreError,
 )
+from saga._engine import RECHECK_GRACE
 from tests.conftest import rewired, rows, vec
 from tests.faultproxy import FaultProxy
 
@@ -170,3 +172,85 @@ def test_a_whole_write_ends_within_its_deadline(
             "create_many": {1, 2, 3, 5, 6},
         }[op]
         assert set(table) == expected
+
+
+class _Later:
+    """The system clock, ``seconds`` ahead: recovery run as if that much later."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.seconds)
+
+
+def test_a_write_that_lands_after_its_compensation_is_undone_by_the_recheck(
+    world: fx.World, proxy: FaultProxy
+) -> None:
+    """The upsert gets no answer in time (held in the network); the call reads back (not
+    there), compensates and raises. The held request then lands: replayed here exactly as
+    it was sent, since the proxy cannot hold one past its client's hang-up. Recovery
+    leaves the orphan until the grace period is over, then undoes it, once."""
+    timeouts = ChromaTimeouts(connect=0.5, read=1.0, call=1.0, whole=10.0)
+    runner = world.open(timeouts=timeouts, retry=fx.ONE_TRY)
+    _seed(runner)
+    faulty = fx.FaultAtWrite(
+        runner.stores.vectors, proxy, ((0, "latency", 3.0), (0.3, "pass", None))
+    )
+    sent: list[Any] = []
+
+    class _Recording:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(faulty, name)
+
+        def upsert(self, collection: str, records: Any) -> None:
+            sent.append((collection, list(records)))
+            faulty.upsert(collection, records)
+
+    with pytest.raises(DataIntegrityError) as caught:
+        fx.swap_vectors(runner, _Recording()).create(
+            "notes", {"id": 5, "body": "late"}, embedding=vec(5), document="late"
+        )
+    faulty.stop()
+    error = caught.value
+    assert error.transient
+    assert error.operation == "upsert"
+    assert "notes:5" not in world.vectors()  # compensated
+    collection, records = sent[0]
+    runner.stores.vectors.upsert(collection, records)  # the late arrival
+    assert world.vectors()["notes:5"]["metadata"]["saga_id"] == error.saga_id
+
+    assert runner.recover().rechecked_ids == ()  # not due yet
+    assert "notes:5" in world.vectors()
+
+    later = SagaRunner.open(
+        world.db,
+        chroma_host=fx.HOST,
+        chroma_port=proxy.port,
+        chroma_timeouts=timeouts,
+        clock=_Later(RECHECK_GRACE + 1),
+    )
+    try:
+        report = later.recover()
+        assert report.rechecked_ids == (error.saga_id,)
+        assert "notes:5" not in world.vectors()
+        assert 5 not in rows(world.db)
+        assert later.reconcile().clean
+        assert later.recover().rechecked_ids == ()  # done once
+    finally:
+        later.close()
+
+
+def test_no_recheck_when_the_write_was_answered(world: fx.World) -> None:
+    """A write Chroma answered cannot land later: its compensation schedules nothing."""
+    runner = world.open()
+    _seed(runner)
+    with pytest.raises(DataIntegrityError):  # the row's CHECK fails at the pivot
+        runner.create("notes", {"id": 6, "body": "b", "score": -1.0}, embedding=vec(6))
+    later = SagaRunner.open(
+        world.db, chroma_host=fx.HOST, chroma_port=world.proxy.port, clock=_Later(3600)
+    )
+    try:
+        assert later.recover().rechecked_ids == ()
+    finally:
+        later.close()

@@ -1,0 +1,122 @@
+"""T1 of every saga: preconditions checked, before-images and intent recorded as ``pending``.
+
+Steps read what they need from remote stores first (``Preloading``), outside SQLite's
+write lock, so a slow Chroma never keeps other writers out; then one write transaction
+assigns the keys SQLite assigns, refuses conflicts, checks that what was read is still
+current, lets the steps check preconditions and record before-images, and records the
+intent with its payload.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from loguru import logger
+
+from saga import failpoints
+from saga._errors import SagaConflictError
+from saga._machine import SagaDefinition
+from saga._payload import dumps
+from saga._ports import LogUnit, SagaLog, SagaRecord, TableSpec, VectorStore
+from saga._steps import Item, Preloading, SagaContext, Versions
+
+PRELOAD_ATTEMPTS = 3
+
+
+class _StaleRead(Exception):
+    """A vector read before ``pending`` was touched by another saga meanwhile."""
+
+
+def _shown(keys: Sequence[Any]) -> str:
+    return ", ".join(repr(k) for k in keys[:5]) + (", ..." if len(keys) > 5 else "")
+
+
+def begin(
+    log: SagaLog,
+    vectors: VectorStore,
+    definition: SagaDefinition,
+    spec: TableSpec,
+    op: str,
+    items: list[Item],
+) -> tuple[SagaRecord, SagaContext]:
+    """T1: check preconditions, record before-images and intent as ``pending``.
+
+    Steps read what they need from remote stores first (``Preloading``), outside
+    SQLite's write lock, so a slow Chroma never keeps other writers out. If a
+    vector read that way was touched by another saga before ``pending`` could be
+    recorded, the reads are made again (``PRELOAD_ATTEMPTS`` in all)."""
+    saga_id = str(uuid.uuid4())
+    keys = [item.key for item in items]
+    preloads = [step for step in definition.steps if isinstance(step, Preloading)]
+    for attempt in range(PRELOAD_ATTEMPTS):
+        ctx = SagaContext(
+            saga_id=saga_id, op=op, spec=spec, items=items, vectors=vectors, touched=set()
+        )
+        versions = _versions(log, definition, ctx, keys, precheck=attempt == 0)
+        for step in preloads:
+            step.preload(ctx, versions)
+        failpoints.hit("after:preload")
+        try:
+            with log.unit() as unit:  # no saga id in errors: it does not exist yet
+                saga = _record_pending(definition, ctx, unit)
+        except _StaleRead:
+            logger.bind(saga_id=saga_id).debug("a vector changed while read: again")
+            continue
+        failpoints.hit("after:pending")
+        logger.bind(saga_id=saga_id).debug("{} saga pending ({} items)", op, len(items))
+        return saga, ctx
+    raise SagaConflictError(
+        f"the vectors of keys {_shown(keys)} kept changing while their before-images "
+        f"were read ({PRELOAD_ATTEMPTS} tries)",
+        key=keys[0] if len(keys) == 1 else None,
+    )
+
+
+def _versions(
+    log: SagaLog, definition: SagaDefinition, ctx: SagaContext, keys: list[Any], *, precheck: bool
+) -> Versions:
+    """What a preload calls before it reads a remote store: the vectors' versions.
+    The first time, what SQLite alone refuses (a conflict, a missing row) is refused
+    first, naming the key as inside `pending`, so Chroma is not read for nothing."""
+
+    def versions(vector_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        with log.reading() as unit:  # one read transaction for both
+            if precheck:
+                unit.refuse_conflicts(ctx.spec, keys)
+                for step in definition.steps:
+                    if step.local:
+                        step.prepare(ctx, unit)
+            return unit.vector_versions(vector_ids)
+
+    return versions
+
+
+def _record_pending(definition: SagaDefinition, ctx: SagaContext, unit: LogUnit) -> SagaRecord:
+    """Inside the ``pending`` transaction: refuse conflicts, check that preloaded
+    reads are current, let the steps check preconditions and record before-images,
+    then record the intent."""
+    unassigned = [item for item in ctx.items if item.key is None]
+    if unassigned:  # keys SQLite assigns: reserved here, inside `pending`
+        given = [item.key for item in ctx.items if item.key is not None]
+        for item, key in zip(
+            unassigned, unit.assign_keys(ctx.spec, len(unassigned), given), strict=True
+        ):
+            item.key = key
+    keys = [item.known_key for item in ctx.items]
+    unit.refuse_conflicts(ctx.spec, keys)
+    if ctx.observed is not None and unit.vector_versions(list(ctx.observed)) != ctx.observed:
+        raise _StaleRead
+    # Local preconditions first (the row exists, or not): a refused write then
+    # names the key before a step looks at what it read from Chroma.
+    for step in sorted(definition.steps, key=lambda s: not s.local):
+        step.prepare(ctx, unit)
+    return unit.record_pending(
+        saga_id=ctx.saga_id,
+        definition=definition.name,
+        spec=ctx.spec,
+        op=ctx.op,
+        keys=keys,
+        payload=dumps(ctx.op, ctx.items),
+    )
