@@ -16,7 +16,7 @@ import threading
 import time
 from types import TracebackType
 
-MODES = frozenset({"pass", "latency", "hang", "reset", "down", "drop_response"})
+MODES = frozenset({"pass", "latency", "hang", "reset", "down", "drop_response", "drip"})
 
 # Every connection re-reads the mode at least this often, which bounds how quickly open
 # connections react to set_mode() and how long stop() waits for them.
@@ -124,9 +124,9 @@ class FaultProxy:
         """Switch mode; takes effect for new data at once and for open connections within 50 ms."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {sorted(MODES)}")
-        if mode == "latency" and "seconds" not in params:
-            raise TypeError("mode 'latency' needs seconds=<float>")
-        latency = float(params.pop("seconds")) if mode == "latency" else 0.0
+        if mode in ("latency", "drip") and "seconds" not in params:
+            raise TypeError(f"mode {mode!r} needs seconds=<float>")
+        latency = float(params.pop("seconds")) if mode in ("latency", "drip") else 0.0
         if params:
             raise TypeError(f"unexpected parameters for mode {mode!r}: {sorted(params)}")
         with self._lock:
@@ -208,6 +208,13 @@ class FaultProxy:
                             upstream = None
                     elif not data:
                         return  # upstream closed: pass the close on to the client
+                    elif mode == "drip":
+                        # One byte every `delay` seconds: never silent for a whole read
+                        # timeout, so only a whole-call deadline ends the call.
+                        for byte in range(len(data)):
+                            if self._stopping.wait(delay):
+                                return
+                            client.sendall(data[byte : byte + 1])
                     else:
                         if mode == "latency":
                             self._stopping.wait(delay)

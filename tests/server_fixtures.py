@@ -241,7 +241,7 @@ class FaultAtWrite:
         for at, mode, seconds in self.schedule:
             if self._stop.wait(max(0.0, began + at - time.monotonic())):
                 return
-            if mode == "latency":
+            if mode in ("latency", "drip"):
                 self.proxy.set_mode(mode, seconds=seconds or 0.0)
             else:
                 self.proxy.set_mode(mode)

@@ -102,6 +102,19 @@ def test_latency_delays_each_direction(proxy: FaultProxy) -> None:
     assert 2 * latency <= elapsed < 2 * latency + 1.5
 
 
+def test_drip_answers_one_byte_at_a_time(proxy: FaultProxy) -> None:
+    """The answer comes a byte every `seconds`: never silent for long, never done soon."""
+    proxy.set_mode("drip", seconds=0.1)
+    with _connect(proxy) as sock:
+        sock.sendall(b"drip")
+        sock.settimeout(0.5)  # longer than one gap, so no read times out
+        start = time.monotonic()
+        pieces = [sock.recv(65536) for _ in range(4)]
+        elapsed = time.monotonic() - start
+    assert pieces == [b"d", b"r", b"i", b"p"]
+    assert 0.4 <= elapsed < 0.4 + 1.5
+
+
 def test_hang_accepts_but_never_answers(proxy: FaultProxy, echo: _EchoServer) -> None:
     proxy.set_mode("hang")
     with _connect(proxy) as sock:

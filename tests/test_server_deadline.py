@@ -122,6 +122,8 @@ MODES: dict[str, tuple[fx.Step, ...]] = {
     "hang": ((0, "hang", None),),
     "drop-response": ((0, "drop_response", None),),
     "slow": ((0, "latency", 3.0),),
+    # One byte of the answer every 0.4 s: never silent for a read timeout (1 s).
+    "drip": ((0, "drip", 0.4),),
 }
 
 
@@ -160,6 +162,7 @@ def test_a_whole_write_ends_within_its_deadline(
     took = time.monotonic() - began
     faulty.stop()
     print(f"{mode}/{op}: {outcome} in {took:.2f}s")
+    assert outcome != "ok", "every mode keeps the write from being answered in time"
     assert took < timeouts.whole + MARGIN, (outcome, took)
 
     world.settle()
