@@ -56,7 +56,7 @@ def show(db_path: str | os.PathLike[str], saga_id: str) -> dict[str, Any]:
 
     log = open_log(db_path)
     try:
-        loaded = log.load(saga_id)
+        loaded = log.load(saga_id) or log.load(_unique(log.ids_starting(saga_id), saga_id))
         if loaded is None:
             raise SagaError(f"no saga {saga_id!r} in {db_path}")
         saga, payload = loaded
@@ -78,6 +78,14 @@ def show(db_path: str | os.PathLike[str], saga_id: str) -> dict[str, Any]:
         }
     finally:
         log.close()
+
+
+def _unique(found: list[str], prefix: str) -> str:
+    """The one saga id a prefix names; several are refused, naming some of them."""
+    if len(found) > 1:
+        more = ", ..." if len(found) >= 5 else ""
+        raise SagaError(f"{prefix!r} begins several saga ids: {', '.join(found)}{more}")
+    return found[0] if found else prefix
 
 
 def _payload_summary(payload: str | None) -> dict[str, Any] | None:

@@ -203,6 +203,17 @@ class SqliteSagaLog:
             ).fetchone()
         return _record(row, source[0] if source else None), payload[0] if payload else None
 
+    def ids_starting(self, prefix: str, limit: int = 5) -> list[str]:
+        """Up to ``limit`` saga ids that begin with ``prefix`` (for ``saga show``)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT saga_id FROM saga_instances WHERE saga_id LIKE ? ESCAPE '\\' "
+                "ORDER BY saga_id LIMIT ?",
+                (f"{escaped}%", limit),
+            )
+            return [str(row[0]) for row in rows]
+
     def history(self, saga_id: str) -> list[dict[str, Any]]:
         with self.db.read() as conn:
             rows = conn.execute(

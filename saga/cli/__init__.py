@@ -1,7 +1,8 @@
 """The ``saga`` command: thin wrappers that parse, call one public function, and print.
 
 Exit codes: 0 consistent / done; 1 something is left unresolved or inconsistent (the
-report says what); 2 bad usage (unknown flag, bad duration, missing or non-saga db).
+report says what); 2 bad usage (unknown flag, bad duration, missing or non-saga db);
+3 a store is unavailable or held by another process (the message says what to do).
 
 Each command family lives in its own module (``_inspect``, ``_recover``, ``_reconcile``,
 ``_diagram``, ``_demo``) and is added to the group here, by name; those modules import
@@ -17,14 +18,14 @@ import sys
 import click
 from loguru import logger
 
-from saga.cli._common import EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE
+from saga.cli._common import EXIT_OK, EXIT_STORE, EXIT_UNRESOLVED, EXIT_USAGE
 from saga.cli._demo import demo
 from saga.cli._diagram import diagram
 from saga.cli._inspect import show, status
 from saga.cli._reconcile import reconcile
 from saga.cli._recover import recover
 
-__all__ = ["EXIT_OK", "EXIT_UNRESOLVED", "EXIT_USAGE", "cli", "main"]
+__all__ = ["EXIT_OK", "EXIT_STORE", "EXIT_UNRESOLVED", "EXIT_USAGE", "cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

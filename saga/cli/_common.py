@@ -21,10 +21,10 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 
-from saga import ConfigurationError, SagaError, SagaRunner
+from saga import ConcurrentClientError, ConfigurationError, SagaError, SagaRunner, StoreError
 from saga.extend import SagaDefinition
 
-EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -59,11 +59,23 @@ def fail(message: str, code: int) -> NoReturn:
 
 @contextlib.contextmanager
 def errors_mapped() -> Iterator[None]:
-    """A missing or non-saga database is a usage error (2); other saga errors are 1."""
+    """A missing or non-saga database is a usage error (2); a store that is unavailable
+    or held by another process is 3, with what to do; other saga errors are 1."""
     try:
         yield
     except ConfigurationError as exc:
         fail(str(exc), EXIT_USAGE)
+    except ConcurrentClientError as exc:
+        fail(
+            f"{exc}. From the command line: run recovery inside the application that holds "
+            "the folder (runner.recover()), or serve the folder with `chroma run --path DIR` "
+            "and pass --chroma-host/--chroma-port to both.",
+            EXIT_STORE,
+        )
+    except StoreError as exc:
+        if not exc.transient:
+            fail(str(exc), EXIT_UNRESOLVED)
+        fail(f"{exc}. The store is unavailable: try again once it is back.", EXIT_STORE)
     except SagaError as exc:
         fail(str(exc), EXIT_UNRESOLVED)
 
