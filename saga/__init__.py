@@ -43,6 +43,7 @@ from saga._ports import SagaRecord, TableSpec, VectorRecord
 from saga._recovery import Policy
 from saga._results import (
     QueryResult,
+    RebuildReport,
     ReconcileReport,
     RecoveryReport,
     SagaResult,
@@ -76,6 +77,7 @@ __all__ = [
     "Limits",
     "Policy",
     "QueryResult",
+    "RebuildReport",
     "ReconcileReport",
     "RecordExistsError",
     "RecordNotFoundError",

@@ -77,17 +77,20 @@ def begin(
 def _versions(
     log: SagaLog, definition: SagaDefinition, ctx: SagaContext, keys: list[Any], *, precheck: bool
 ) -> Versions:
-    """What a preload calls before it reads a remote store: the vectors' versions.
-    The first time, what SQLite alone refuses (a conflict, a missing row) is refused
-    first, naming the key as inside `pending`, so Chroma is not read for nothing."""
+    """What a preload calls before it reads a remote store: the vectors' versions, and
+    (in ``ctx.logged``) the vectors as the log keeps them, which spares most reads of the
+    remote store. The first time, what SQLite alone refuses (a conflict, a missing row)
+    is refused first, naming the key as inside `pending`, so Chroma is not read for
+    nothing."""
 
     def versions(vector_ids: list[str]) -> dict[str, tuple[Any, ...]]:
-        with log.reading() as unit:  # one read transaction for both
+        with log.reading() as unit:  # one read transaction for all three
             if precheck:
                 unit.refuse_conflicts(ctx.spec, keys)
                 for step in definition.steps:
                     if step.local:
                         step.prepare(ctx, unit)
+            ctx.logged = unit.synced_vectors(vector_ids)
             return unit.vector_versions(vector_ids)
 
     return versions

@@ -194,6 +194,10 @@ class LogUnit(Protocol):
     def synced_content(self, vector_ids: Sequence[str]) -> dict[str, tuple[str | None, ...]]:
         """(content hash, content JSON) last synced for each known vector id."""
 
+    def synced_vectors(self, vector_ids: Sequence[str]) -> dict[str, VectorRecord]:
+        """Each vector as last synced, embedding included, where the log keeps it (a
+        vector synced before schema 5 is not kept until it is written again)."""
+
     def record_pending(
         self,
         *,
@@ -276,6 +280,9 @@ class SagaLog(Protocol):
     def in_flight(self) -> list[SagaRecord]: ...
 
     def vector_ids_of(self, saga_id: str) -> set[str]: ...
+
+    def kept_vectors(self, table: str, after: str | None, size: int) -> list[VectorRecord]:
+        """Up to ``size`` vectors of ``table`` the log keeps, by vector id after ``after``."""
 
     def counts(self) -> list[tuple[str, str, int]]:
         """(table, state, sagas) for every table and state seen."""

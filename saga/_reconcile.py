@@ -39,6 +39,7 @@ from saga._content import content_of
 from saga._errors import SagaError
 from saga._ports import Key, TableSpec, VectorRecord
 from saga._recovery import DEFAULT_MAX_ATTEMPTS, owner_is_gone, recover
+from saga._repair import restore_from_log
 from saga._results import ReconcileReport
 from saga._services import Services
 from saga._steps import RESERVED_METADATA
@@ -309,9 +310,15 @@ def _rows_pointing_at(rows: Any, spec: TableSpec, page: Sequence[VectorRecord]) 
 
 
 def _fix(services: Services, spec: TableSpec, found: _Findings, rebuild: Rebuild | None) -> None:
+    """Orphans deleted; drifted and missing vectors written back from the log's copy,
+    or else rewritten through update sagas (a vector the log does not keep)."""
     found.fixed.extend(_delete_orphans(services, spec, found.orphans))
-    for vector_id, key in [*found.drift, *found.missing]:
-        _rewrite(services, spec, vector_id, key, found, rebuild)
+    wrong = [*found.drift, *found.missing]
+    restored, left = restore_from_log(services, spec, [vector_id for vector_id, _ in wrong])
+    found.fixed.extend(restored)
+    for vector_id, key in wrong:
+        if vector_id in left:
+            _rewrite(services, spec, vector_id, key, found, rebuild)
 
 
 def _delete_orphans(services: Services, spec: TableSpec, orphans: list[str]) -> list[str]:

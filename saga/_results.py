@@ -27,6 +27,29 @@ class TableCounts:
 
 
 @attrs.frozen
+class RebuildReport:
+    """What a rebuild wrote back from the saga log.
+
+    ``rebuilt``: vectors upserted; ``tables``: the tables rebuilt; ``not_rebuildable``:
+    vector ids of committed rows whose vector the log does not keep (synced before
+    schema 5 and not written since): only the application's embedder can make those.
+    """
+
+    rebuilt: int = 0
+    tables: tuple[str, ...] = ()
+    not_rebuildable: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not self.not_rebuildable
+
+    def to_dict(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        data["complete"] = self.complete
+        return data
+
+
+@attrs.frozen
 class QueryResult:
     """One row found by semantic search, with its vector's distance."""
 

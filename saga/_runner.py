@@ -1,13 +1,10 @@
 """``SagaRunner``: the public face of the library.
 
-Thread model: one runner may be shared by threads. Each thread gets its own SQLite
-connection (``stores.sqlite``); SQLite's write lock (BEGIN IMMEDIATE, busy timeout)
-serialises writers across threads and processes; the in-flight check that refuses a
-second saga on a key runs inside that lock. The Chroma client is shared.
-
-The runner holds its parts (``saga._services.Services``) privately; recovery,
-reconcile and query receive those parts, never the runner. ``open`` builds them through
-the composition root (``saga._compose``); ``from_stores`` over stores the caller built.
+One runner may be shared by threads: each gets its own SQLite connection, SQLite's
+write lock orders the writers of all threads and processes, and the in-flight check
+that refuses a second saga on a key runs inside it. The Chroma client is shared. The
+runner's parts (``saga._services.Services``) are private: recovery, reconcile and query
+receive them, never the runner; ``open`` builds them through ``saga._compose``.
 """
 
 from __future__ import annotations
@@ -25,10 +22,12 @@ from saga._config import ChromaTimeouts, LeasePolicy, Limits, RetryPolicy, Sqlit
 from saga._errors import ConfigurationError, SagaError, ValidationError
 from saga._machine import SagaDefinition
 from saga._ports import Key, SagaRecord, TableShape, TableSpec, VectorRecord
+from saga._rebuild import rebuild
 from saga._reconcile import Rebuild, reconcile
 from saga._recovery import DEFAULT_MAX_ATTEMPTS, Policy, recover
 from saga._results import (
     QueryResult,
+    RebuildReport,
     ReconcileReport,
     RecoveryReport,
     SagaResult,
@@ -104,24 +103,22 @@ class SagaRunner:
         definitions: Mapping[str, SagaDefinition] | None = None,
     ) -> SagaRunner:
         """A runner over stores built elsewhere (a test's fault proxy around a real store:
-        ``SagaRunner.from_stores(attrs.evolve(runner.stores, vectors=proxy))``).
+        ``SagaRunner.from_stores(attrs.evolve(runner.stores, vectors=proxy))``);
+        ``definitions`` defaults to the built-in dual writes."""
+        from saga._compose import builtin_definitions  # noqa: PLC0415
 
-        ``definitions`` defaults to the built-in dual writes; ``register`` adds more.
-        """
-        if definitions is None:
-            from saga._compose import builtin_definitions  # noqa: PLC0415
-
-            definitions = builtin_definitions()
-        services = Services(
-            log=stores.log,
-            catalog=stores.catalog,
-            vectors=stores.vectors,
-            clock=clock or SystemClock(),
-            lease=lease or LeasePolicy(),
-            limits=limits or Limits(),
-            definitions=dict(definitions),
+        chosen = builtin_definitions() if definitions is None else definitions
+        return cls(
+            Services(
+                log=stores.log,
+                catalog=stores.catalog,
+                vectors=stores.vectors,
+                clock=clock or SystemClock(),
+                lease=lease or LeasePolicy(),
+                limits=limits or Limits(),
+                definitions=dict(chosen),
+            )
         )
-        return cls(services)
 
     @property
     def stores(self) -> Stores:
@@ -305,13 +302,10 @@ class SagaRunner:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         progress: Callable[[], None] | None = None,
     ) -> RecoveryReport:
-        """Settle every saga a crash or failure left in flight (see ``saga._recovery``).
-
-        Only sagas started more than ``older_than`` ago whose owner is gone (lease
-        free or expired, or a dead process on this host) are touched.
-        ``policy="compensate"`` undoes sagas still before their pivot instead of
-        resuming them. ``dry_run`` reports what would happen and changes nothing.
-        """
+        """Settle every saga a crash or failure left in flight (see ``saga._recovery``):
+        only those started over ``older_than`` ago whose owner is gone (lease free or
+        expired, or a dead process on this host). ``policy="compensate"`` undoes those
+        still before their pivot; ``dry_run`` changes nothing."""
         self._ensure_open()
         return recover(
             self._services,
@@ -331,13 +325,12 @@ class SagaRunner:
         rebuild: Rebuild | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> ReconcileReport:
-        """Compare both stores and report orphans, missing vectors, drift, stuck sagas.
+        """Compare both stores: orphans, missing vectors, drift, sagas in flight or stuck.
 
-        ``fix=True`` repairs them (orphans deleted, stuck sagas recovered, drifted and
-        missing vectors rewritten through update sagas). A missing vector's embedding
-        is gone: pass ``rebuild(table, row) -> {"embedding", "document", "metadata"}``
-        to re-create it; without it, missing vectors are reported as unfixable.
-        """
+        ``fix=True`` repairs them: sagas of dead owners recovered, orphans deleted,
+        drifted and missing vectors written back from the log's copy. One the log does
+        not keep needs ``rebuild(table, row) -> {"embedding", "document", "metadata"}``,
+        else it is reported unfixable."""
         self._ensure_open()
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ValidationError("must be a positive int", field="page_size")
@@ -349,6 +342,19 @@ class SagaRunner:
             rebuild=rebuild,
             progress=progress,
         )
+
+    def rebuild(
+        self,
+        table: str | None = None,
+        *,
+        page_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> RebuildReport:
+        """Re-create the tracked collections (or ``table``'s) from the saga log, which
+        keeps every synced vector (see ``saga._rebuild``); ``page_size``: vectors per
+        request (default: the store's largest batch)."""
+        self._ensure_open()
+        return rebuild(self._services, table=table, page_size=page_size, progress=progress)
 
     def detect_orphaned_records(self) -> ReconcileReport:  # an alias
         return self.reconcile(fix=False)
@@ -366,12 +372,9 @@ class SagaRunner:
         n_results: int = 10,
         where: Mapping[str, Any] | None = None,
     ) -> list[QueryResult]:
-        """Nearest rows to ``embedding``: only rows whose row is committed, joined.
-
-        A vector whose row does not exist (an in-flight create, an orphan) is never
-        returned; an in-flight update returns the committed row. Ordered by distance,
-        ties by key.
-        """
+        """Nearest rows to ``embedding``, joined: only committed rows (never an orphan's
+        or an in-flight create's vector; an in-flight update's committed row). Ordered by
+        distance, ties by key."""
         return _reads.query(self._services, table, embedding, n_results, where)
 
     def in_flight(self) -> list[SagaRecord]:

@@ -126,6 +126,9 @@ class SagaContext:
     # What ``preload`` read outside the write lock, and the vector versions it saw.
     preloaded: dict[str, VectorRecord] | None = None
     observed: dict[str, tuple[Any, ...]] | None = None
+    # The vectors as the saga log keeps them (read with ``observed``): before-images
+    # that need no read of the remote store.
+    logged: dict[str, VectorRecord] | None = None
     # Sub-batches a remote step may have applied, known only to the call that began
     # the saga (a set there); None in recovery, where an earlier run may have sent any.
     touched: set[int] | None = None

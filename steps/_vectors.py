@@ -40,14 +40,21 @@ class WriteVectors:
     local: bool = False
 
     def preload(self, ctx: SagaContext, versions: Versions) -> None:
-        """Read the before-images, outside SQLite's write lock (``prepare`` uses them
+        """Find the before-images, outside SQLite's write lock (``prepare`` uses them
         once the engine has seen, inside the ``pending`` transaction, that no saga
-        touched these vectors since ``versions`` was read)."""
+        touched these vectors since ``versions`` was read). The saga log keeps every
+        vector synced since schema 5, so Chroma is read only for the others (older
+        ones, and keys whose row has no vector): a live update or delete of a synced
+        vector makes no Chroma read at all."""
         if self.op == "create":
             return
         ids = [ctx.vector_id(item) for item in ctx.items]
         ctx.observed = versions(ids)
-        ctx.preloaded = ctx.vectors.get(ctx.spec.collection, ids, embeddings=True)
+        found = {vid: record for vid, record in (ctx.logged or {}).items() if vid in ids}
+        unknown = [vid for vid in ids if vid not in found]
+        if unknown:
+            found.update(ctx.vectors.get(ctx.spec.collection, unknown, embeddings=True))
+        ctx.preloaded = found
 
     def prepare(self, ctx: SagaContext, unit: LogUnit) -> None:
         if self.op == "create":

@@ -10,7 +10,10 @@ in the same transaction.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
+import sys
+from array import array
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -21,7 +24,7 @@ from saga._config import LeasePolicy
 from saga._content import content_of
 from saga._errors import LeaseLostError, SagaConflictError, ValidationError
 from saga._machine import BEGIN, PENDING, SYNCED, TERMINAL
-from saga._ports import Key, Move, Recheck, SagaRecord, Synced, TableSpec
+from saga._ports import Key, Move, Recheck, SagaRecord, Synced, TableSpec, VectorRecord
 from stores._schema import IN_FLIGHT_VECTOR
 from stores.rows import SqliteRows, quote
 
@@ -236,7 +239,7 @@ class SqliteLogUnit:
     def _record_synced(self, saga_id: str, synced: Synced, now: str) -> None:
         removed = [(vid, saga_id) for vid, record in synced.items() if record is None]
         kept = [
-            (*content_of(record), now, vid, saga_id)
+            (*content_of(record), *_kept(record), now, vid, saga_id)
             for vid, record in synced.items()
             if record is not None
         ]
@@ -244,10 +247,18 @@ class SqliteLogUnit:
             "DELETE FROM vector_sync_state WHERE vector_id = ? AND saga_id = ?", removed
         )
         self._conn.executemany(
-            "UPDATE vector_sync_state SET content_hash = ?, content = ?, last_synced_at = ? "
-            "WHERE vector_id = ? AND saga_id = ?",
+            "UPDATE vector_sync_state SET content_hash = ?, content = ?, embedding = ?, "
+            "record = ?, last_synced_at = ? WHERE vector_id = ? AND saga_id = ?",
             kept,
         )
+
+    def synced_vectors(self, vector_ids: Sequence[str]) -> dict[str, VectorRecord]:
+        found = sync_state_columns(self._conn, "embedding, record", vector_ids)
+        return {
+            vid: kept_vector(vid, embedding, record)
+            for vid, (embedding, record) in found.items()
+            if embedding is not None and record is not None
+        }
 
     def _history(
         self,
@@ -268,6 +279,28 @@ class SqliteLogUnit:
             "VALUES (?, ?, ?, ?, ?, ?)",
             rows,
         )
+
+
+def _kept(record: VectorRecord) -> tuple[bytes | None, str]:
+    """A synced vector as the log keeps it: float32 little-endian bytes, and its
+    document and metadata as exact JSON (the content hash's JSON rounds floats)."""
+    packed = None
+    if record.embedding is not None:
+        values = array("f", record.embedding)
+        if sys.byteorder != "little":
+            values.byteswap()
+        packed = values.tobytes()
+    metadata = None if record.metadata is None else dict(record.metadata)
+    return packed, json.dumps([record.document, metadata], allow_nan=False)
+
+
+def kept_vector(vector_id: str, embedding: bytes, record: str) -> VectorRecord:
+    values = array("f")
+    values.frombytes(embedding)
+    if sys.byteorder != "little":
+        values.byteswap()
+    document, metadata = json.loads(record)
+    return VectorRecord(id=vector_id, embedding=tuple(values), document=document, metadata=metadata)
 
 
 def sync_state_columns(

@@ -7,7 +7,7 @@ the application (many apps number their own migrations with it).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Written as literals, identical in the partial indexes and the queries, so that
 # SQLite uses the indexes: only sagas in flight are ever looked for this way, and
@@ -101,6 +101,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             payload TEXT NOT NULL,
             due_at TEXT NOT NULL
         )""",
+    ),
+    # 5: SQLite is the system of record: each synced vector's embedding (float32,
+    # little-endian) and its exact document and metadata, kept until the row is deleted.
+    # Update and delete take their before-images from here, not from Chroma.
+    5: (
+        "ALTER TABLE vector_sync_state ADD COLUMN embedding BLOB",
+        "ALTER TABLE vector_sync_state ADD COLUMN record TEXT",
     ),
 }
 

@@ -21,8 +21,8 @@ from saga import failpoints
 from saga._clock import Clock
 from saga._config import LeasePolicy
 from saga._errors import LeaseLostError
-from saga._ports import Move, Recheck, SagaRecord
-from stores._log_unit import SAGA_COLUMNS, Lease, SqliteLogUnit
+from saga._ports import Move, Recheck, SagaRecord, VectorRecord
+from stores._log_unit import SAGA_COLUMNS, Lease, SqliteLogUnit, kept_vector
 from stores._schema import IN_FLIGHT_SAGA
 from stores.sqlite import Database
 
@@ -248,6 +248,17 @@ class SqliteSagaLog:
                 (now,),
             )
             return [Recheck(*row) for row in rows]
+
+    def kept_vectors(self, table: str, after: str | None, size: int) -> list[VectorRecord]:
+        """A page of the vectors the log keeps for ``table`` (see ``saga._rebuild``)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT vector_id, embedding, record FROM vector_sync_state "
+                "WHERE sqlite_table = ? AND vector_id > ? AND embedding IS NOT NULL "
+                "AND record IS NOT NULL ORDER BY vector_id LIMIT ?",
+                (table, after or "", size),
+            ).fetchall()
+        return [kept_vector(str(r[0]), r[1], str(r[2])) for r in rows]
 
     def counts(self) -> list[tuple[str, str, int]]:
         """(table, state, sagas), for ``saga status``."""

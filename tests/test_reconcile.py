@@ -88,7 +88,27 @@ def test_drift_is_found_and_rewritten_from_the_synced_state(populated: SagaRunne
     assert populated.reconcile().clean
 
 
-def test_missing_vectors_need_the_applications_embedder(populated: SagaRunner) -> None:
+def test_missing_vectors_are_written_back_from_the_log(populated: SagaRunner) -> None:
+    """The log keeps every synced vector: --fix needs no embedder (issue 13)."""
+    before = populated.stores.vectors.get("notes", ["notes:2", "notes:5"], embeddings=True)
+    populated.stores.vectors.delete("notes", ["notes:2", "notes:5"])
+    report = populated.reconcile(fix=True)
+    assert set(report.missing_vectors) == {"notes:2", "notes:5"}
+    assert set(report.fixed) == {"notes:2", "notes:5"}
+    assert report.clean
+    after = populated.stores.vectors.get("notes", ["notes:2", "notes:5"], embeddings=True)
+    assert after == before  # embedding, document and metadata, exactly
+    assert populated.reconcile().clean
+
+
+def test_missing_vectors_the_log_does_not_keep_need_the_applications_embedder(
+    populated: SagaRunner, db_path: Path
+) -> None:
+    """As after an upgrade from schema 4, before the vectors are written again."""
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("UPDATE vector_sync_state SET embedding = NULL, record = NULL")
+    conn.close()
     populated.stores.vectors.delete("notes", ["notes:2", "notes:5"])
     report = populated.reconcile(fix=True)
     assert set(report.missing_vectors) == {"notes:2", "notes:5"}

@@ -13,6 +13,7 @@ import contextlib
 import json
 import multiprocessing
 import random
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -158,11 +159,21 @@ def test_a_fault_at_the_vector_write_leaves_both_stores_agreeing(
         assert faulty.store.read_backs[f"{write}:applied"] == 1
 
 
+def _forget_kept_vectors(db: Path) -> None:
+    """The log as a database upgraded from schema 4 holds it: synced vectors not kept,
+    so an update reads its before-image from Chroma (the read these tests stall)."""
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE vector_sync_state SET embedding = NULL, record = NULL")
+    conn.close()
+
+
 def test_a_hang_while_reading_before_images_refuses_the_write(
     world: fx.World, proxy: FaultProxy
 ) -> None:
     runner = world.open(retry=fx.FAST_RETRY, timeouts=fx.FAST_TIMEOUTS)
     _seed(runner)
+    _forget_kept_vectors(world.db)  # so the before-image is read from Chroma
     sagas = len(saga_rows(world.db))
     fx.switch(proxy, "hang")
 
@@ -182,6 +193,7 @@ def test_a_hung_before_image_read_does_not_lock_other_writers_out(
     # writers wait busy_timeout (0.2 s here) for SQLite's lock.
     runner = world.open(retry=fx.FAST_RETRY, timeouts=fx.FAST_TIMEOUTS)
     _seed(runner)
+    _forget_kept_vectors(world.db)  # so the before-image is read from Chroma
     other = SagaRunner.open(
         world.db,
         chroma_host=fx.HOST,

@@ -7,8 +7,10 @@ the embedded Chroma through the adapter.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -445,25 +447,26 @@ def test_before_images_that_keep_changing_end_in_a_conflict(
     conflict, and nothing of it is recorded."""
     _create(runner, 2)
     changes = iter(range(3))
-    real = runner.stores.vectors
+    real = runner.stores.log
     nested = []
 
-    class MovingVectors:
-        """The real store; right after each before-image read (outside the write
-        lock), another saga updates the same key."""
+    class MovingLog:
+        """The real saga log; right after each read of the before-images (in the log,
+        outside the write lock), another saga updates the same key."""
 
         def __getattr__(self, name: str) -> Any:
             return getattr(real, name)
 
-        def get(self, *args: Any, **kwargs: Any) -> Any:
-            found = real.get(*args, **kwargs)
+        @contextlib.contextmanager
+        def reading(self) -> Iterator[Any]:
+            with real.reading() as unit:
+                yield unit
             if not nested:
                 nested.append(True)
                 runner.update("notes", 2, {"body": f"other {next(changes)}"})
                 nested.pop()
-            return found
 
-    moving = rewired(runner, vectors=MovingVectors())
+    moving = rewired(runner, log=MovingLog())
     with pytest.raises(SagaConflictError) as caught:
         moving.update("notes", 2, {"body": "mine"}, document="mine")
 

@@ -22,6 +22,7 @@ from saga.cli._common import EXIT_OK, EXIT_STORE, EXIT_UNRESOLVED, EXIT_USAGE
 from saga.cli._demo import demo
 from saga.cli._diagram import diagram
 from saga.cli._inspect import show, status
+from saga.cli._rebuild import rebuild
 from saga.cli._reconcile import reconcile
 from saga.cli._recover import recover
 
@@ -45,6 +46,7 @@ cli.add_command(status)
 cli.add_command(show)
 cli.add_command(recover)
 cli.add_command(reconcile)
+cli.add_command(rebuild)
 cli.add_command(diagram)
 cli.add_command(demo)
 

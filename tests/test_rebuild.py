@@ -1,0 +1,176 @@
+"""`saga rebuild` / `runner.rebuild()`: Chroma re-created from the saga log (issue 13)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from saga import DataIntegrityError, SagaRunner
+from tests.conftest import vec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _workload(runner: SagaRunner) -> None:
+    """Creates, updates, deletes, batches, and a compensated update."""
+    runner.create_many(
+        "notes",
+        [
+            {
+                "row": {"id": k, "body": f"n{k}"},
+                "embedding": [k / 7, 1 / 3, 0.1, 1e-7],
+                "document": f"d{k}",
+                "metadata": {"k": k, "f": k / 3},
+            }
+            for k in range(1, 40)
+        ],
+    )
+    runner.create("notes", {"body": "assigned"}, embedding=vec(50), document=None)
+    runner.update("notes", 3, {"body": "u"}, embedding=vec(33), metadata={"new": True})
+    runner.update("notes", 4, {"body": "only the row"})
+    runner.delete("notes", 5)
+    runner.delete_many("notes", [6, 7])
+    with contextlib.suppress(DataIntegrityError):  # the CHECK fails: compensated
+        runner.update("notes", 8, {"score": -1.0}, embedding=vec(88))
+
+
+def _everything(runner: SagaRunner) -> dict[str, Any]:
+    ids = [r.id for page in runner.stores.vectors.iter_records("notes", 1000) for r in page]
+    found = runner.stores.vectors.get("notes", ids, embeddings=True)
+    return {vid: (r.embedding, r.document, r.metadata) for vid, r in found.items()}
+
+
+def test_a_deleted_chroma_folder_is_rebuilt_exactly(
+    runner: SagaRunner, db_path: Path, chroma_path: Path
+) -> None:
+    _workload(runner)
+    before = _everything(runner)
+    neighbours = [h.key for h in runner.query("notes", embedding=vec(33), n_results=5)]
+    runner.close()
+    shutil.rmtree(chroma_path)
+
+    with SagaRunner.open(db_path, chroma_path=chroma_path) as again:
+        assert again.reconcile().missing_vectors  # everything is missing now
+        report = again.rebuild()
+        assert report.complete
+        assert report.rebuilt == len(before)
+        assert _everything(again) == before  # ids, float32 embeddings, documents, metadata
+        assert again.reconcile().clean
+        assert [h.key for h in again.query("notes", embedding=vec(33), n_results=5)] == neighbours
+
+
+def test_rebuild_into_a_new_folder_with_the_cli(
+    runner: SagaRunner, db_path: Path, tmp_path: Path
+) -> None:
+    _workload(runner)
+    before = _everything(runner)
+    runner.close()
+    fresh = tmp_path / "moved-to"
+    fresh.mkdir()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "saga",
+            "rebuild",
+            "--db",
+            str(db_path),
+            "--chroma-path",
+            str(fresh),
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rebuilt"] == len(before)
+    with SagaRunner.open(db_path, chroma_path=fresh) as moved:
+        assert _everything(moved) == before
+        assert moved.reconcile().clean
+
+
+KILLER = """
+import sys
+from saga import SagaRunner, failpoints
+failpoints.load_from_env()
+with SagaRunner.open(sys.argv[1], chroma_path=sys.argv[2]) as runner:
+    runner.rebuild(page_size=100)
+"""
+
+
+def test_a_rebuild_killed_midway_is_completed_by_the_next(
+    db_path: Path, chroma_path: Path, tmp_path: Path
+) -> None:
+    with SagaRunner.open(db_path, chroma_path=chroma_path) as runner:
+        runner.track("notes")
+        runner.create_many(
+            "notes",
+            [{"row": {"id": k, "body": "b"}, "embedding": vec(k)} for k in range(1, 301)],
+        )
+        before = _everything(runner)
+    target = tmp_path / "rebuilt"
+    target.mkdir()
+    # Pages of 100: the second page's write kills the process.
+    env = {**os.environ, "SAGA_FAILPOINTS": "rebuild:page=kill@2"}
+    done = subprocess.run(
+        [sys.executable, "-c", KILLER, str(db_path), str(target)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    with SagaRunner.open(db_path, chroma_path=target) as again:
+        assert len(_everything(again)) == 100  # the first page landed, no more
+        report = again.rebuild()
+        assert report.complete
+        assert _everything(again) == before
+        assert again.reconcile().clean
+
+
+def test_rows_whose_vector_the_log_does_not_keep_are_reported(
+    runner: SagaRunner, db_path: Path, chroma_path: Path
+) -> None:
+    """As a database upgraded from schema 4 holds them, before they are written again."""
+    _workload(runner)
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute(
+            "UPDATE vector_sync_state SET embedding = NULL, record = NULL "
+            "WHERE vector_id IN ('notes:1', 'notes:2')"
+        )
+    conn.close()
+    runner.close()
+    shutil.rmtree(chroma_path)
+    with SagaRunner.open(db_path, chroma_path=chroma_path) as again:
+        report = again.rebuild()
+        assert not report.complete
+        assert set(report.not_rebuildable) == {"notes:1", "notes:2"}
+        assert set(again.reconcile().missing_vectors) == {"notes:1", "notes:2"}
+
+
+def test_rebuild_refuses_while_a_live_owner_holds_a_saga(runner: SagaRunner) -> None:
+    from saga import SagaError  # noqa: PLC0415
+    from saga.extend import Item  # noqa: PLC0415
+
+    item = Item(key=1, row={"body": "b"}, embedding=tuple(vec(1)))
+    runner._services.engine.begin(
+        runner.definition("create"), runner.spec("notes"), "create", [item]
+    )  # held by this live runner
+    with pytest.raises(SagaError, match="in flight under a live owner"):
+        runner.rebuild()
