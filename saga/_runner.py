@@ -44,8 +44,7 @@ class SagaRunner:
     manager, or call ``close``.
     """
 
-    def __init__(self, services: Services) -> None:
-        """Private: use ``open`` or ``from_stores``."""
+    def __init__(self, services: Services) -> None:  # private: see open, from_stores
         self._services = services
         self._closed = False
 
@@ -350,9 +349,8 @@ class SagaRunner:
         page_size: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> RebuildReport:
-        """Re-create the tracked collections (or ``table``'s) from the saga log, which
-        keeps every synced vector (see ``saga._rebuild``); ``page_size``: vectors per
-        request (default: the store's largest batch)."""
+        """Re-create the collections (or ``table``'s) from the saga log (``saga._rebuild``);
+        ``page_size``: vectors per request (default: the store's largest batch)."""
         self._ensure_open()
         return rebuild(self._services, table=table, page_size=page_size, progress=progress)
 

@@ -144,3 +144,15 @@ def test_the_sql_finder_finds_sql() -> None:
 def test_every_module_reads_in_one_sitting(path: Path) -> None:
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(ROOT)}: {lines} lines"
+
+
+def test_every_module_of_saga_is_in_a_layer() -> None:
+    """A module missing from the layers list would be checked by nothing."""
+    import tomllib  # noqa: PLC0415
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    [layers] = [c for c in config["tool"]["importlinter"]["contracts"] if c["id"] == "layers"]
+    named = {name.strip() for layer in layers["layers"] for name in layer.split("|")}
+    modules = {p.stem for p in (ROOT / "saga").glob("*.py") if p.stem != "__init__"}
+    modules |= {p.name for p in (ROOT / "saga").iterdir() if (p / "__init__.py").exists()}
+    assert modules - named == set()
