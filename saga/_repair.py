@@ -11,10 +11,8 @@ schema 5), are left to the caller.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-import attrs
-
+from saga._content import replacing
 from saga._ports import TableSpec, VectorRecord
 from saga._services import Services
 
@@ -48,14 +46,10 @@ def _write_exactly(services: Services, spec: TableSpec, records: list[VectorReco
     clear: list[str] = []
     written: list[VectorRecord] = []
     for record in records:
-        there = current.get(record.id)
-        if there is not None and record.document is None and there.document is not None:
+        exact, first_delete = replacing(record, current.get(record.id))
+        written.append(exact)
+        if first_delete:
             clear.append(record.id)
-            there = None
-        metadata: dict[str, Any] = dict(record.metadata or {})
-        for key in (there.metadata or {}) if there is not None else {}:
-            metadata.setdefault(key, None)
-        written.append(attrs.evolve(record, metadata=metadata))
     if clear:
         services.vectors.delete(spec.collection, clear)
     services.vectors.upsert(spec.collection, written)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import attrs
 
+from saga._content import over, replacing
 from saga._errors import (
     RecordNotFoundError,
     ValidationError,
@@ -141,11 +141,9 @@ class WriteVectors:
         written: list[VectorRecord] = []
         for c, item in pairs:
             new = c.new_vector(item)
-            there = item.before_vector or stored.get(new.id)
-            if new.document is None and there is not None and there.document is not None:
-                clear.append(new.id)
-                there = None  # deleted first: nothing left to name
-            record = _over(new, there)
+            record, first_delete = replacing(new, item.before_vector or stored.get(new.id))
+            if first_delete:
+                clear.append(record.id)
             if not (skip_exact and _stored_as(stored.get(record.id), record)):
                 written.append(record)
         if clear:
@@ -175,7 +173,7 @@ class WriteVectors:
                 if written is not None and item.before_vector.document is None:
                     remove.append(written.id)  # only a delete clears a stored document
                     written = None
-                restore.append(_over(item.before_vector, written))
+                restore.append(over(item.before_vector, written))
             ctx.vectors.delete(ctx.spec.collection, remove)
             ctx.vectors.upsert(ctx.spec.collection, restore)
 
@@ -199,17 +197,6 @@ def _sending(ctx: SagaContext, index: int | None) -> Iterator[None]:
         if error.sent and (error.ambiguous or isinstance(error, VectorStoreTimeout)):
             ctx.late_possible = True  # sent, unanswered: it may still land
         raise
-
-
-def _over(record: VectorRecord, stored: VectorRecord | None) -> VectorRecord:
-    """``record``, with ``None`` for every metadata key of ``stored`` it lacks (Chroma
-    merges metadata on upsert; ``None`` removes a key)."""
-    if stored is None or not stored.metadata:
-        return record
-    metadata: dict[str, Any] = dict(record.metadata or {})
-    for key in stored.metadata:
-        metadata.setdefault(key, None)
-    return attrs.evolve(record, metadata=metadata)
 
 
 def _stored_as(stored: VectorRecord | None, wanted: VectorRecord) -> bool:

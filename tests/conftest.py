@@ -37,6 +37,16 @@ def rewired(runner: SagaRunner, **stores: Any) -> SagaRunner:
     )
 
 
+def sql(db: Path, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """One statement on ``db`` through a fresh connection (not the runner's), committed."""
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            return [tuple(r) for r in conn.execute(statement, params)]
+    finally:
+        conn.close()
+
+
 def make_db(path: Path) -> Path:
     """An application database with one table, ``notes``."""
     conn = sqlite3.connect(path)

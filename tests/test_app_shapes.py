@@ -12,7 +12,7 @@ import pytest
 
 from saga import RetryPolicy, SagaRunner, ValidationError
 from saga.extend import VectorRecord
-from tests.conftest import vec
+from tests.conftest import sql, vec
 
 
 def _db(path: Path, schema: str) -> Path:
@@ -20,15 +20,6 @@ def _db(path: Path, schema: str) -> Path:
     conn.executescript(schema)
     conn.close()
     return path
-
-
-def _sql(db: Path, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        with conn:
-            return [tuple(r) for r in conn.execute(statement, params)]
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -86,7 +77,7 @@ def test_track_accepts_a_primary_or_unique_key(open_runner: object, schema: str)
     runner.create("tags", {"name": "dup"}, embedding=vec(1))
     runner.update("tags", "dup", {}, document="changed")
     runner.delete("tags", "dup")
-    assert _sql(db, "SELECT COUNT(*) FROM tags") == [(0,)]
+    assert sql(db, "SELECT COUNT(*) FROM tags") == [(0,)]
 
 
 def test_a_non_unique_key_can_no_longer_change_two_rows(open_runner: object) -> None:
@@ -96,7 +87,7 @@ def test_a_non_unique_key_can_no_longer_change_two_rows(open_runner: object) -> 
     )
     with pytest.raises(ValidationError):
         runner.track("tags", key="name")
-    assert _sql(db, "SELECT COUNT(*) FROM tags") == [(0,)]
+    assert sql(db, "SELECT COUNT(*) FROM tags") == [(0,)]
 
 
 # -- 2 and 5. NOT NULL key and link columns -------------------------------------------
@@ -118,7 +109,7 @@ def test_not_null_key_and_link_columns_take_writes(open_runner: object, schema: 
     runner.create("docs", {"uid": "a", "body": "first"}, embedding=vec(1), document="first")
     runner.create_many("docs", [{"row": {"uid": "b", "body": "second"}, "embedding": vec(2)}])
     runner.update("docs", "a", {"body": "again"})
-    assert _sql(db, "SELECT uid, body, vector_id FROM docs ORDER BY uid") == [
+    assert sql(db, "SELECT uid, body, vector_id FROM docs ORDER BY uid") == [
         ("a", "again", "docs:a"),
         ("b", "second", "docs:b"),
     ]
@@ -136,7 +127,7 @@ def test_a_not_null_column_is_still_required(open_runner: object) -> None:
     with pytest.raises(ValidationError) as missing_key:
         runner.create("docs", {"body": "b"}, embedding=vec(1))
     assert missing_key.value.field == "row.uid"
-    assert _sql(db, "SELECT COUNT(*) FROM docs") == [(0,)]
+    assert sql(db, "SELECT COUNT(*) FROM docs") == [(0,)]
 
 
 # -- 3. a column added while the runner is open ----------------------------------------
@@ -148,12 +139,12 @@ def test_a_column_added_after_track_is_accepted_without_a_restart(open_runner: o
     )
     runner.track("notes")
     runner.create("notes", {"id": 1, "body": "before"}, embedding=vec(1))
-    _sql(db, "ALTER TABLE notes ADD COLUMN lang TEXT")
+    sql(db, "ALTER TABLE notes ADD COLUMN lang TEXT")
 
     runner.create("notes", {"id": 2, "body": "after", "lang": "en"}, embedding=vec(2))
     runner.update("notes", 1, {"lang": "fr"})
 
-    assert _sql(db, "SELECT id, lang FROM notes ORDER BY id") == [(1, "fr"), (2, "en")]
+    assert sql(db, "SELECT id, lang FROM notes ORDER BY id") == [(1, "fr"), (2, "en")]
     with pytest.raises(ValidationError) as caught:  # an unknown column is still refused
         runner.update("notes", 1, {"nope": 1})
     assert caught.value.field == "changes.nope"
@@ -289,5 +280,5 @@ def test_a_key_sqlite_cannot_assign_is_still_required(open_runner: object) -> No
             ],
         )
     assert (batch.value.field, batch.value.index) == ("row.uid", 1)
-    assert _sql(db, "SELECT COUNT(*) FROM docs") == [(0,)]
+    assert sql(db, "SELECT COUNT(*) FROM docs") == [(0,)]
     assert runner.in_flight() == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from saga import DataIntegrityError, RetryPolicy, SagaRunner
-from tests.conftest import rewired, vec
+from tests.conftest import rewired, sql, vec
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAIN = "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, vector_id TEXT)"
@@ -27,22 +26,13 @@ AUTO = (
 )
 
 
-def _sql(db: Path, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        with conn:
-            return [tuple(r) for r in conn.execute(statement, params)]
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def make(tmp_path: Path) -> Iterator[Any]:
     opened: list[SagaRunner] = []
 
     def open_with(schema: str) -> tuple[SagaRunner, Path]:
         db = tmp_path / "app.db"
-        _sql(db, schema)
+        sql(db, schema)
         runner = SagaRunner.open(db, chroma_path=tmp_path / "chroma", retry=RetryPolicy.disabled())
         runner.track("notes")
         opened.append(runner)
@@ -60,13 +50,13 @@ def _create(runner: SagaRunner, body: str) -> Any:
 @pytest.mark.parametrize("schema", [PLAIN, AUTO], ids=["integer-primary-key", "autoincrement"])
 def test_a_create_without_its_key_gets_the_next_one(make: Any, schema: str) -> None:
     runner, db = make(schema)
-    _sql(db, "INSERT INTO notes (id, body) VALUES (7, 'by the application')")
+    sql(db, "INSERT INTO notes (id, body) VALUES (7, 'by the application')")
 
     result = _create(runner, "hello")
 
     assert result.keys == (8,)
     assert result.vector_ids == ("notes:8",)
-    assert _sql(db, "SELECT id, body, vector_id FROM notes WHERE id = 8") == [
+    assert sql(db, "SELECT id, body, vector_id FROM notes WHERE id = 8") == [
         (8, "hello", "notes:8")
     ]
     assert runner.vectors_of("notes", [8])[8].document == "hello"
@@ -84,7 +74,7 @@ def test_create_many_assigns_keys_above_the_ones_it_was_given(make: Any) -> None
         ],
     )
     assert result.keys == (11, 10, 12)
-    assert _sql(db, "SELECT id, body FROM notes ORDER BY id") == [(10, "b"), (11, "a"), (12, "c")]
+    assert sql(db, "SELECT id, body FROM notes ORDER BY id") == [(10, "b"), (11, "a"), (12, "c")]
     assert runner.reconcile().clean
 
 
@@ -96,8 +86,8 @@ def test_autoincrement_never_hands_out_a_key_twice_even_after_a_compensation(
     with pytest.raises(DataIntegrityError):  # the CHECK refuses it at the pivot
         _create(runner, "refused")
     assert _create(runner, "three").keys == (3,)
-    _sql(db, "INSERT INTO notes (body) VALUES ('plain sql')")  # SQLite's own next key
-    assert _sql(db, "SELECT id, body FROM notes ORDER BY id") == [
+    sql(db, "INSERT INTO notes (body) VALUES ('plain sql')")  # SQLite's own next key
+    assert sql(db, "SELECT id, body FROM notes ORDER BY id") == [
         (1, "one"),
         (3, "three"),
         (4, "plain sql"),
@@ -146,7 +136,7 @@ def test_a_key_held_by_a_saga_in_flight_is_not_handed_out_again(make: Any) -> No
     thread.join(30)
 
     assert (first[0].keys, second.keys) == ((1,), (2,))
-    assert _sql(db, "SELECT id, body FROM notes ORDER BY id") == [(1, "first"), (2, "second")]
+    assert sql(db, "SELECT id, body FROM notes ORDER BY id") == [(1, "first"), (2, "second")]
 
 
 def test_a_plain_insert_racing_for_the_key_is_refused_at_the_pivot(make: Any) -> None:
@@ -164,12 +154,12 @@ def test_a_plain_insert_racing_for_the_key_is_refused_at_the_pivot(make: Any) ->
     thread = threading.Thread(target=create)
     thread.start()
     assert held.upserted.wait(30)
-    _sql(db, "INSERT INTO notes (id, body) VALUES (1, 'the application was first')")
+    sql(db, "INSERT INTO notes (id, body) VALUES (1, 'the application was first')")
     held.release.set()
     thread.join(30)
 
     assert len(outcome) == 1  # refused and compensated
-    assert _sql(db, "SELECT id, body, vector_id FROM notes") == [
+    assert sql(db, "SELECT id, body, vector_id FROM notes") == [
         (1, "the application was first", None)
     ]
     assert runner.vectors_of("notes", [1]) == {}
@@ -195,7 +185,7 @@ def test_threads_creating_without_keys_get_distinct_keys(make: Any) -> None:
 
     keys = sorted(key for r in results for key in r.keys)
     assert keys == list(range(1, 61))
-    assert _sql(db, "SELECT COUNT(*) FROM notes") == [(60,)]
+    assert sql(db, "SELECT COUNT(*) FROM notes") == [(60,)]
     assert runner.reconcile().clean
 
 
@@ -225,11 +215,11 @@ def test_a_killed_create_resumes_under_the_key_it_reserved(
         check=False,
     )
     assert done.returncode == -signal.SIGKILL, done.stderr
-    [(payload,)] = _sql(db, "SELECT payload FROM pending_vectors")
+    [(payload,)] = sql(db, "SELECT payload FROM pending_vectors")
     assert [item["key"] for item in json.loads(payload)["items"]] == [1]
 
     with SagaRunner.open(db, chroma_path=tmp_path / "chroma") as again:
         report = again.recover()
         assert report.resumed == 1
         assert again.reconcile().clean
-    assert _sql(db, "SELECT id, body, vector_id FROM notes") == [(1, "killed", "notes:1")]
+    assert sql(db, "SELECT id, body, vector_id FROM notes") == [(1, "killed", "notes:1")]
