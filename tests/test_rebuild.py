@@ -55,7 +55,6 @@ def test_a_deleted_chroma_folder_is_rebuilt_exactly(
 ) -> None:
     _workload(runner)
     before = _everything(runner)
-    neighbours = [h.key for h in runner.query("notes", embedding=vec(33), n_results=5)]
     runner.close()
     shutil.rmtree(chroma_path)
 
@@ -66,7 +65,11 @@ def test_a_deleted_chroma_folder_is_rebuilt_exactly(
         assert report.rebuilt == len(before)
         assert _everything(again) == before  # ids, float32 embeddings, documents, metadata
         assert again.reconcile().clean
-        assert [h.key for h in again.query("notes", embedding=vec(33), n_results=5)] == neighbours
+        # Search finds each vector by its own embedding again (an HNSW index is
+        # approximate: the order of farther neighbours may differ from before).
+        for vector_id, (embedding, _document, _metadata) in sorted(before.items())[::5]:
+            [hit] = again.query("notes", embedding=list(embedding), n_results=1)
+            assert (f"notes:{hit.key}", hit.distance) == (vector_id, pytest.approx(0, abs=1e-6))
 
 
 def test_rebuild_into_a_new_folder_with_the_cli(
