@@ -28,6 +28,7 @@ from saga._errors import (
     VectorStoreError,
     VectorStoreTimeout,
     VectorStoreUnavailable,
+    VectorStoreUnreadable,
 )
 from saga._machine import (
     COMPENSATING,
@@ -104,4 +105,5 @@ __all__ = [
     "VectorStoreError",
     "VectorStoreTimeout",
     "VectorStoreUnavailable",
+    "VectorStoreUnreadable",
 ]

@@ -20,6 +20,7 @@ adapter seams in ``stores/``; none reaches a caller raw.
     ├── StoreError                 a store failed (translated); `transient` says if a
     │   ├── SqliteStoreError       retry may help
     │   └── VectorStoreError
+    │       ├── VectorStoreUnreadable    an embedded folder Chroma cannot read: rebuild
     │       ├── VectorStoreUnavailable   connection refused/reset, 5xx, 429
     │       └── VectorStoreTimeout       no answer in time: the write may have happened
     ├── ConcurrentClientError      an embedded Chroma folder already open in another process
@@ -185,6 +186,11 @@ class VectorStoreError(StoreError):
 
     sent: bool = True
     ambiguous: bool = False  # a write may have been applied though it failed
+
+
+class VectorStoreUnreadable(VectorStoreError):
+    """An embedded Chroma folder Chroma itself can no longer read (a damaged index
+    segment): move it aside and re-create it from the saga log with ``saga rebuild``."""
 
 
 class VectorStoreUnavailable(VectorStoreError):

@@ -29,7 +29,12 @@ from chromadb.config import Settings
 
 from saga import failpoints
 from saga._config import ChromaTimeouts, RetryPolicy
-from saga._errors import VectorStoreError, VectorStoreTimeout, VectorStoreUnavailable
+from saga._errors import (
+    VectorStoreError,
+    VectorStoreTimeout,
+    VectorStoreUnavailable,
+    VectorStoreUnreadable,
+)
 from stores._chroma_bounds import Budget, retrying, translated, within
 from stores._chroma_errors import translate
 from stores._chroma_lock import EmbeddedLock
@@ -52,12 +57,43 @@ def open_embedded(folder: Path) -> Any:
     make_private_folder(folder)
     EmbeddedLock.acquire(folder)
     try:
-        return chromadb.PersistentClient(
+        client = chromadb.PersistentClient(
             path=str(folder), settings=Settings(anonymized_telemetry=False)
         )
+        _probe(client, folder)
+    except VectorStoreUnreadable:
+        EmbeddedLock.release(folder)
+        raise
     except Exception as exc:
         EmbeddedLock.release(folder)
         raise translate(exc, remote=False) from exc
+    return client
+
+
+# What chromadb 1.5 says when a folder's index segment cannot be loaded or replayed
+# (seen after SIGKILLs during large upserts, and with a damaged segment file).
+_UNREADABLE = ("hnsw", "segment", "Failed to apply logs")
+
+
+def _probe(client: Any, folder: Path) -> None:
+    """Touch every collection's index once (a one-result query), so that a folder Chroma
+    can no longer read is refused when it is opened, with what to do, rather than at
+    some later write. Costs one small query per collection at open."""
+    for collection in client.list_collections():
+        target = client.get_collection(collection.name, embedding_function=None)
+        try:
+            if target.count():
+                dimension = len(target.get(limit=1, include=["embeddings"])["embeddings"][0])
+                target.query(query_embeddings=[[0.0] * dimension], n_results=1, include=[])
+        except Exception as exc:
+            if not any(word in str(exc) for word in _UNREADABLE):
+                raise
+            raise VectorStoreUnreadable(
+                f"Chroma cannot read the embedded folder {folder} (collection "
+                f"{collection.name!r}: {exc}). The saga log keeps every synced vector: move "
+                "the folder aside and run `saga rebuild --db DB --chroma-path "
+                f"{folder}` to re-create it"
+            ) from exc
 
 
 def connect_http(host: str, port: int, *, retry: RetryPolicy, timeouts: ChromaTimeouts) -> Any:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromadb.api.client import SharedSystemClient
 
-from saga import DataIntegrityError, SagaRunner
+from saga import DataIntegrityError, SagaRunner, VectorStoreUnreadable
 from tests.conftest import vec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,3 +178,74 @@ def test_rebuild_refuses_while_a_live_owner_holds_a_saga(runner: SagaRunner) -> 
     )  # held by this live runner
     with pytest.raises(SagaError, match="in flight under a live owner"):
         runner.rebuild()
+
+
+def test_a_folder_chroma_cannot_read_is_refused_naming_rebuild_then_rebuilt(
+    runner: SagaRunner, db_path: Path, chroma_path: Path, tmp_path: Path
+) -> None:
+    """A damaged index segment (as a SIGKILL during a large upsert can leave one):
+    opening says what to do; the folder moved aside, `saga rebuild` re-creates it."""
+    # Enough vectors for Chroma to persist its HNSW index files (it syncs per 1,000).
+    runner.create_many(
+        "notes",
+        [
+            {"row": {"id": k, "body": "b"}, "embedding": [k / 3, 1 / k, 0.5, 1e-3]}
+            for k in range(1, 1501)
+        ],
+    )
+    before = _everything(runner)
+    runner.close()
+    headers = list(chroma_path.glob("*/header.bin"))
+    assert headers, "no HNSW segment was persisted"
+    for header in headers:
+        header.write_bytes(b"\xff" * 64)
+
+    with pytest.raises(VectorStoreUnreadable, match="saga rebuild"):
+        SagaRunner.open(db_path, chroma_path=chroma_path)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "saga",
+            "recover",
+            "--db",
+            str(db_path),
+            "--chroma-path",
+            str(chroma_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 3, refused.stderr
+    assert "saga rebuild" in refused.stderr
+
+    chroma_path.rename(tmp_path / "broken-aside")
+    chroma_path.mkdir()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "saga",
+            "rebuild",
+            "--db",
+            str(db_path),
+            "--chroma-path",
+            str(chroma_path),
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # chromadb caches one client per folder path in this process, which still holds the
+    # broken folder's state: the rebuild ran in another process, as an operator's would.
+    SharedSystemClient.clear_system_cache()
+    with SagaRunner.open(db_path, chroma_path=chroma_path) as again:
+        assert _everything(again) == before
+        assert again.reconcile().clean

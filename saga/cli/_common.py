@@ -21,7 +21,14 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 
-from saga import ConcurrentClientError, ConfigurationError, SagaError, SagaRunner, StoreError
+from saga import (
+    ConcurrentClientError,
+    ConfigurationError,
+    SagaError,
+    SagaRunner,
+    StoreError,
+    VectorStoreUnreadable,
+)
 from saga.extend import SagaDefinition
 
 EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
@@ -72,6 +79,8 @@ def errors_mapped() -> Iterator[None]:
             "and pass --chroma-host/--chroma-port to both.",
             EXIT_STORE,
         )
+    except VectorStoreUnreadable as exc:
+        fail(str(exc), EXIT_STORE)
     except StoreError as exc:
         if not exc.transient:
             fail(str(exc), EXIT_UNRESOLVED)
