@@ -194,6 +194,9 @@ class LogUnit(Protocol):
     def synced_content(self, vector_ids: Sequence[str]) -> dict[str, tuple[str | None, ...]]:
         """(content hash, content JSON) last synced for each known vector id."""
 
+    def kept_ids(self, vector_ids: Sequence[str]) -> set[str]:
+        """Which of these vectors the log keeps (``synced_vectors`` without the reading)."""
+
     def synced_vectors(self, vector_ids: Sequence[str]) -> dict[str, VectorRecord]:
         """Each vector as last synced, embedding included, where the log keeps it (a
         vector synced before schema 5 is not kept until it is written again)."""

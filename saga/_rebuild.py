@@ -86,7 +86,7 @@ def _not_kept(services: Services, table: str) -> list[str]:
         with services.log.reading() as unit:
             page = unit.rows.page(spec, last, PAGE_ROWS)
             ids = [spec.vector_id(key) for key, _link in page]
-            kept = unit.synced_vectors(ids)
+            kept = unit.kept_ids(ids)
         if not page:
             return missing
         missing.extend(vid for vid in ids if vid not in kept)

@@ -50,7 +50,7 @@ class WriteVectors:
             return
         ids = [ctx.vector_id(item) for item in ctx.items]
         ctx.observed = versions(ids)
-        found = {vid: record for vid, record in (ctx.logged or {}).items() if vid in ids}
+        found = dict(ctx.logged or {})  # read with `observed`, for these very ids
         unknown = [vid for vid in ids if vid not in found]
         if unknown:
             found.update(ctx.vectors.get(ctx.spec.collection, unknown, embeddings=True))

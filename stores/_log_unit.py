@@ -252,6 +252,12 @@ class SqliteLogUnit:
             kept,
         )
 
+    def kept_ids(self, vector_ids: Sequence[str]) -> set[str]:
+        found = sync_state_columns(
+            self._conn, "embedding IS NOT NULL AND record IS NOT NULL", vector_ids
+        )
+        return {vid for vid, (kept,) in found.items() if kept}
+
     def synced_vectors(self, vector_ids: Sequence[str]) -> dict[str, VectorRecord]:
         found = sync_state_columns(self._conn, "embedding, record", vector_ids)
         return {
