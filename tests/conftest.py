@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,34 @@ def sql(db: Path, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[An
             return [tuple(r) for r in conn.execute(statement, params)]
     finally:
         conn.close()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_saga(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process (``python -m saga ...``), from the repository."""
+    return subprocess.run(
+        [sys.executable, "-m", "saga", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def stored_vectors(runner: SagaRunner, collection: str = "notes") -> dict[str, Any]:
+    """Every vector of a collection: (float32 embedding bytes, document, metadata). The
+    bytes compare bit for bit whatever the client: a server sends float32 values as short
+    decimals (54.1), the embedded client as their exact doubles (54.0999984...)."""
+    ids = [r.id for page in runner.stores.vectors.iter_records(collection, 1000) for r in page]
+    found = runner.stores.vectors.get(collection, ids, embeddings=True)
+    return {
+        vid: (array("f", r.embedding or ()).tobytes(), r.document, r.metadata)
+        for vid, r in found.items()
+    }
 
 
 def make_db(path: Path) -> Path:

@@ -5,25 +5,10 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 from saga import SagaRunner
-from tests.conftest import vec
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _saga(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "saga", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.conftest import run_saga, vec
 
 
 def test_an_embedded_folder_held_by_the_application_exits_3_saying_what_to_do(
@@ -31,7 +16,7 @@ def test_an_embedded_folder_held_by_the_application_exits_3_saying_what_to_do(
 ) -> None:
     runner.create("notes", {"id": 1, "body": "b"}, embedding=vec(1))
     for command in ("recover", "reconcile"):
-        done = _saga(command, "--db", str(db_path), "--chroma-path", str(chroma_path))
+        done = run_saga(command, "--db", str(db_path), "--chroma-path", str(chroma_path))
         assert done.returncode == 3, done.stderr
         assert "runner.recover()" in done.stderr
         assert "chroma run --path" in done.stderr
@@ -41,7 +26,7 @@ def test_a_server_that_is_not_there_exits_3(runner: SagaRunner, db_path: Path) -
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    done = _saga(
+    done = run_saga(
         "recover", "--db", str(db_path), "--chroma-host", "127.0.0.1", "--chroma-port", str(port)
     )
     assert done.returncode == 3, done.stderr
@@ -53,14 +38,14 @@ def test_show_takes_a_unique_prefix_of_the_saga_id(runner: SagaRunner, db_path: 
     runner.create("notes", {"id": 2, "body": "b"}, embedding=vec(2))
     runner.create("notes", {"id": 3, "body": "b"}, embedding=vec(3))
 
-    done = _saga("show", first[:8], "--db", str(db_path), "--json")
+    done = run_saga("show", first[:8], "--db", str(db_path), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["saga_id"] == first
 
-    ambiguous = _saga("show", "", "--db", str(db_path), "--json")
+    ambiguous = run_saga("show", "", "--db", str(db_path), "--json")
     assert ambiguous.returncode == 2
     assert "begins several saga ids" in ambiguous.stderr
 
-    unknown = _saga("show", "zzzz", "--db", str(db_path))
+    unknown = run_saga("show", "zzzz", "--db", str(db_path))
     assert unknown.returncode == 2
     assert "no saga 'zzzz'" in unknown.stderr

@@ -17,7 +17,7 @@ from examples.audited_create import AUDIT_SCHEMA, audited_create
 from saga import ConfigurationError, SagaRunner, ValidationError
 from saga.extend import Item, SagaDefinition
 from steps import CommitRows, WriteVectors
-from tests.conftest import make_db, rows, vec
+from tests.conftest import make_db, rows, run_saga, vec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,24 +142,14 @@ def _crash(db: Path, chroma: Path, point: str, key: int) -> None:
 
 
 def _recover(db: Path, chroma: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "saga",
-            "recover",
-            "--db",
-            str(db),
-            "--chroma-path",
-            str(chroma),
-            "--json",
-            *extra,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return run_saga(
+        "recover",
+        "--db",
+        str(db),
+        "--chroma-path",
+        str(chroma),
+        "--json",
+        *extra,
     )
 
 

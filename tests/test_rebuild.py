@@ -10,14 +10,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from array import array
 from pathlib import Path
-from typing import Any
 
 import pytest
 from chromadb.api.client import SharedSystemClient
 
 from saga import DataIntegrityError, SagaRunner, VectorStoreUnreadable
-from tests.conftest import vec
+from tests.conftest import run_saga, stored_vectors, vec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,17 +45,11 @@ def _workload(runner: SagaRunner) -> None:
         runner.update("notes", 8, {"score": -1.0}, embedding=vec(88))
 
 
-def _everything(runner: SagaRunner) -> dict[str, Any]:
-    ids = [r.id for page in runner.stores.vectors.iter_records("notes", 1000) for r in page]
-    found = runner.stores.vectors.get("notes", ids, embeddings=True)
-    return {vid: (r.embedding, r.document, r.metadata) for vid, r in found.items()}
-
-
 def test_a_deleted_chroma_folder_is_rebuilt_exactly(
     runner: SagaRunner, db_path: Path, chroma_path: Path
 ) -> None:
     _workload(runner)
-    before = _everything(runner)
+    before = stored_vectors(runner)
     runner.close()
     shutil.rmtree(chroma_path)
 
@@ -64,12 +58,14 @@ def test_a_deleted_chroma_folder_is_rebuilt_exactly(
         report = again.rebuild()
         assert report.complete
         assert report.rebuilt == len(before)
-        assert _everything(again) == before  # ids, float32 embeddings, documents, metadata
+        assert stored_vectors(again) == before  # ids, float32 embeddings, documents, metadata
         assert again.reconcile().clean
         # Search finds each vector by its own embedding again (an HNSW index is
         # approximate: the order of farther neighbours may differ from before).
         for vector_id, (embedding, _document, _metadata) in sorted(before.items())[::5]:
-            [hit] = again.query("notes", embedding=list(embedding), n_results=1)
+            probe = array("f")
+            probe.frombytes(embedding)
+            [hit] = again.query("notes", embedding=probe.tolist(), n_results=1)
             assert (f"notes:{hit.key}", hit.distance) == (vector_id, pytest.approx(0, abs=1e-6))
 
 
@@ -77,32 +73,22 @@ def test_rebuild_into_a_new_folder_with_the_cli(
     runner: SagaRunner, db_path: Path, tmp_path: Path
 ) -> None:
     _workload(runner)
-    before = _everything(runner)
+    before = stored_vectors(runner)
     runner.close()
     fresh = tmp_path / "moved-to"
     fresh.mkdir()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "saga",
-            "rebuild",
-            "--db",
-            str(db_path),
-            "--chroma-path",
-            str(fresh),
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = run_saga(
+        "rebuild",
+        "--db",
+        str(db_path),
+        "--chroma-path",
+        str(fresh),
+        "--json",
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["rebuilt"] == len(before)
     with SagaRunner.open(db_path, chroma_path=fresh) as moved:
-        assert _everything(moved) == before
+        assert stored_vectors(moved) == before
         assert moved.reconcile().clean
 
 
@@ -124,7 +110,7 @@ def test_a_rebuild_killed_midway_is_completed_by_the_next(
             "notes",
             [{"row": {"id": k, "body": "b"}, "embedding": vec(k)} for k in range(1, 301)],
         )
-        before = _everything(runner)
+        before = stored_vectors(runner)
     target = tmp_path / "rebuilt"
     target.mkdir()
     # Pages of 100: the second page's write kills the process.
@@ -140,10 +126,10 @@ def test_a_rebuild_killed_midway_is_completed_by_the_next(
     )
     assert done.returncode == -signal.SIGKILL, done.stderr
     with SagaRunner.open(db_path, chroma_path=target) as again:
-        assert len(_everything(again)) == 100  # the first page landed, no more
+        assert len(stored_vectors(again)) == 100  # the first page landed, no more
         report = again.rebuild()
         assert report.complete
-        assert _everything(again) == before
+        assert stored_vectors(again) == before
         assert again.reconcile().clean
 
 
@@ -193,7 +179,7 @@ def test_a_folder_chroma_cannot_read_is_refused_naming_rebuild_then_rebuilt(
             for k in range(1, 1501)
         ],
     )
-    before = _everything(runner)
+    before = stored_vectors(runner)
     runner.close()
     headers = list(chroma_path.glob("*/header.bin"))
     assert headers, "no HNSW segment was persisted"
@@ -202,50 +188,30 @@ def test_a_folder_chroma_cannot_read_is_refused_naming_rebuild_then_rebuilt(
 
     with pytest.raises(VectorStoreUnreadable, match="saga rebuild"):
         SagaRunner.open(db_path, chroma_path=chroma_path)
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "saga",
-            "recover",
-            "--db",
-            str(db_path),
-            "--chroma-path",
-            str(chroma_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    refused = run_saga(
+        "recover",
+        "--db",
+        str(db_path),
+        "--chroma-path",
+        str(chroma_path),
     )
     assert refused.returncode == 3, refused.stderr
     assert "saga rebuild" in refused.stderr
 
     chroma_path.rename(tmp_path / "broken-aside")
     chroma_path.mkdir()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "saga",
-            "rebuild",
-            "--db",
-            str(db_path),
-            "--chroma-path",
-            str(chroma_path),
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = run_saga(
+        "rebuild",
+        "--db",
+        str(db_path),
+        "--chroma-path",
+        str(chroma_path),
+        "--json",
     )
     assert done.returncode == 0, done.stderr
     # chromadb caches one client per folder path in this process, which still holds the
     # broken folder's state: the rebuild ran in another process, as an operator's would.
     SharedSystemClient.clear_system_cache()
     with SagaRunner.open(db_path, chroma_path=chroma_path) as again:
-        assert _everything(again) == before
+        assert stored_vectors(again) == before
         assert again.reconcile().clean
