@@ -78,13 +78,14 @@ _UNREADABLE = ("hnsw", "segment", "Failed to apply logs")
 def _probe(client: Any, folder: Path) -> None:
     """Touch every collection's index once (a one-result query), so that a folder Chroma
     can no longer read is refused when it is opened, with what to do, rather than at
-    some later write. Costs one small query per collection at open."""
+    some later write. Costs one read and one small query per collection at open."""
     for collection in client.list_collections():
         target = client.get_collection(collection.name, embedding_function=None)
         try:
-            if target.count():
-                dimension = len(target.get(limit=1, include=["embeddings"])["embeddings"][0])
-                target.query(query_embeddings=[[0.0] * dimension], n_results=1, include=[])
+            stored = target.get(limit=1, include=["embeddings"])["embeddings"]
+            if stored is not None and len(stored) > 0:  # an empty collection has no index
+                zero = [0.0] * len(stored[0])
+                target.query(query_embeddings=[zero], n_results=1, include=[])
         except Exception as exc:
             if not any(word in str(exc) for word in _UNREADABLE):
                 raise
