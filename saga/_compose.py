@@ -7,11 +7,13 @@ and nowhere else (the layer contract in ``pyproject.toml`` checks it).
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
 from saga._clock import Clock, SystemClock
 from saga._config import ChromaTimeouts, LeasePolicy, RetryPolicy, SqliteOptions
+from saga._errors import ConfigurationError
 from saga._machine import SagaDefinition
 from saga._owner import lease_owner_id
 from saga._services import Stores
@@ -25,6 +27,31 @@ from stores.sqlite import Database
 def builtin_definitions() -> dict[str, SagaDefinition]:
     """The dual-write sagas: create, update, delete and their batches, by name."""
     return dict(DEFINITIONS)
+
+
+def refuse_async_client(client: object, advice: str) -> None:
+    """Refuse an asyncio Chroma client (the coroutine ``chromadb.AsyncHttpClient(...)``
+    returns, or the client it gives) with ``advice``: the stores call Chroma synchronously,
+    and such a client only fails at the first call. A coroutine is closed first, so
+    Python does not also warn that it was never awaited."""
+    if inspect.iscoroutine(client):
+        client.close()
+    elif not (
+        inspect.isawaitable(client)
+        or inspect.iscoroutinefunction(getattr(client, "get_or_create_collection", None))
+    ):
+        return
+    raise ConfigurationError(
+        f"an asyncio Chroma client ({type(client).__name__}) {advice}", field="chroma_client"
+    )
+
+
+SYNC_RUNNER_ADVICE = (
+    "cannot drive SagaRunner, which calls Chroma synchronously: use "
+    "saga.aio.AsyncSagaRunner (`await AsyncSagaRunner.open(...)`), which runs the runner "
+    "in a thread pool and so takes a synchronous client (chromadb.HttpClient), "
+    "chroma_host/chroma_port or chroma_path"
+)
 
 
 def open_stores(
@@ -43,6 +70,7 @@ def open_stores(
 ) -> Stores:
     """The SQLite file (created and migrated if ``create``) and a Chroma: the given
     client, a server at host/port, or the embedded folder (default ``<db>.chroma``)."""
+    refuse_async_client(chroma_client, SYNC_RUNNER_ADVICE)  # before anything is opened
     database = Database.open(db_path, sqlite, create=create)
     try:
         if chroma_client is not None:
