@@ -28,6 +28,7 @@ class TableSpec:
     key: str
     vector_id_column: str
     dimension: int | None = None
+    keep_vectors: bool = True  # the log keeps each synced vector (False: opted out)
 
     def vector_id(self, key: Key) -> str:
         """The deterministic vector id of a row: ``table:key``."""
@@ -201,6 +202,10 @@ class LogUnit(Protocol):
         """Each vector as last synced, embedding included, where the log keeps it (a
         vector synced before schema 5 is not kept until it is written again)."""
 
+    def keep_synced(self, records: Sequence[tuple[VectorRecord, str]]) -> int:
+        """Keep each (vector, saga id) as its synced copy, where that saga's vector is
+        synced and not kept yet; returns how many were kept."""
+
     def record_pending(
         self,
         *,
@@ -286,6 +291,13 @@ class SagaLog(Protocol):
 
     def kept_vectors(self, table: str, after: str | None, size: int) -> list[VectorRecord]:
         """Up to ``size`` vectors of ``table`` the log keeps, by vector id after ``after``."""
+
+    def unkept(
+        self, table: str, after: str | None, size: int
+    ) -> list[tuple[str, str, str, str | None]]:
+        """Up to ``size`` (vector id, saga id, content hash, content JSON) of the synced
+        vectors of ``table`` the log does not keep (synced before schema 5), by vector id
+        after ``after``."""
 
     def counts(self) -> list[tuple[str, str, int]]:
         """(table, state, sagas) for every table and state seen."""

@@ -8,7 +8,8 @@ flight are settled first (recovery takes those whose owner is gone); if a live o
 still holds one, rebuild refuses, since its vectors may be half-written.
 
 Upserts are idempotent, so a rebuild killed midway is completed by running it again.
-Rows whose vector the log does not keep (synced before schema 5, and not written since)
+Rows whose vector the log does not keep (synced before schema 5 and not written or
+backfilled since, or of a table tracked with ``keep_vectors=False``)
 are reported, never skipped silently.
 """
 

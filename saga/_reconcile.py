@@ -19,8 +19,10 @@ for the vectors of the rows only where the tally does not balance (see ``_Tally`
 ``fix=True`` first settles every saga whose owner is gone with recovery (which never
 takes a saga from a live owner), then scans, deletes orphans while holding SQLite's
 write lock (so no saga can start on that key meanwhile; deleting is idempotent, so a
-crash mid-fix leaves only work for the next run), and rewrites drifted and missing
-vectors through update sagas, which are crash-safe like any other write.
+crash mid-fix leaves only work for the next run), writes drifted and missing vectors
+back from the log's copy (or through update sagas, crash-safe like any write, where the
+log keeps none), and fills the log's copy of vectors synced before schema 5 from
+Chroma (``backfilled``), so that the database becomes rebuildable.
 """
 
 from __future__ import annotations
@@ -28,18 +30,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from saga import _items, _writes
 from saga._clock import stamp
-from saga._content import content_of
-from saga._errors import SagaError
+from saga._content import as_synced
+from saga._errors import SagaError, ValidationError
 from saga._ports import Key, TableSpec, VectorRecord
 from saga._recovery import DEFAULT_MAX_ATTEMPTS, owner_is_gone, recover
-from saga._repair import restore_from_log
+from saga._repair import keep_from_chroma, restore_from_log
 from saga._results import ReconcileReport
 from saga._services import Services
 from saga._steps import RESERVED_METADATA
@@ -49,7 +50,6 @@ Rebuild = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
 _BUCKETS = 1 << 14  # tally buckets (a power of two): about 1 MB once all are in use
 _MASK = (1 << 128) - 1
 _NO_ROW = object()
-_ULPS = 4  # chromadb 1.5.9 hands back about 1 float in 9 (of 16-17 digits) 1 ulp off
 
 
 class _Findings:
@@ -59,6 +59,7 @@ class _Findings:
         self.drift: list[tuple[str, Any]] = []
         self.fixed: list[str] = []
         self.unfixable: list[str] = []
+        self.backfilled: list[str] = []
         self.rows = 0
         self.vectors = 0
 
@@ -108,6 +109,8 @@ def reconcile(
     rebuild: Rebuild | None,
     progress: Callable[[int], None] | None = None,
 ) -> ReconcileReport:
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+        raise ValidationError("must be a positive int", field="page_size")
     if fix and _any_owner_gone(services):
         recover(
             services,
@@ -124,6 +127,7 @@ def reconcile(
         _scan_rows(services, spec, found, tally, page_size, progress)
         if fix:
             _fix(services, spec, found, rebuild)
+            found.backfilled.extend(keep_from_chroma(services, spec, page_size))
     # A saga that began during the scan may have had vectors skipped too.
     for saga_id, stuck in _sagas_in_flight(services, stuck_after).items():
         in_flight[saga_id] = in_flight.get(saga_id, False) or stuck
@@ -134,6 +138,7 @@ def reconcile(
         stuck_sagas=tuple(saga_id for saga_id, stuck in in_flight.items() if stuck),
         fixed=tuple(found.fixed),
         unfixable=tuple(found.unfixable),
+        backfilled=tuple(found.backfilled),
         rows_checked=found.rows,
         vectors_checked=found.vectors,
         in_flight=tuple(in_flight),
@@ -182,57 +187,10 @@ def _scan_vectors(
             if key is _NO_ROW:
                 found.orphans.append(record.id)
                 continue
-            if not _as_synced(record, synced.get(record.id, (None, None))):
+            if not as_synced(record, synced.get(record.id, (None, None))):
                 found.drift.append((record.id, key))
         if progress is not None:
             progress(len(page))
-
-
-def _as_synced(record: VectorRecord, synced: tuple[str | None, ...]) -> bool:
-    """Whether Chroma's ``record`` holds the document/metadata last synced.
-
-    The hash decides when it matches. When it does not, the synced JSON is compared
-    value by value: the log keeps floats to 15 significant digits, and a float Chroma
-    hands back one ulp off may round to the other side of a digit boundary."""
-    digest, content = synced[0], synced[1]
-    if digest is None:
-        return False
-    if content_of(record)[0] == digest:
-        return True
-    if content is None:
-        return False
-    document, metadata = json.loads(content)
-    return record.document == document and _same_value(dict(record.metadata or {}), metadata)
-
-
-def _same_value(seen: Any, kept: Any) -> bool:
-    """Equal, of the same type; floats within ``_ULPS``; lists and dicts item by item."""
-    if type(seen) is not type(kept):
-        return False
-    if isinstance(seen, float):
-        return _same_float(seen, kept)
-    if isinstance(seen, dict):
-        return seen.keys() == kept.keys() and all(_same_value(seen[k], kept[k]) for k in seen)
-    if isinstance(seen, list):
-        return len(seen) == len(kept) and all(map(_same_value, seen, kept))
-    return bool(seen == kept)
-
-
-def _same_float(seen: float, kept: float) -> bool:
-    """``seen`` within ``_ULPS`` ulps of ``kept``, or of a float whose 15-digit rounding
-    (what ``content_of`` keeps) is ``kept``. A change past the 15th digit is drift."""
-    if seen == kept or (math.isnan(seen) and math.isnan(kept)):
-        return True
-    if not (math.isfinite(seen) and math.isfinite(kept)):
-        return False
-    if abs(seen - kept) <= _ULPS * math.ulp(max(abs(seen), abs(kept))):
-        return True
-    slack = _ULPS * math.ulp(seen)
-    return _rounded(seen - slack) <= kept <= _rounded(seen + slack)
-
-
-def _rounded(value: float) -> float:
-    return float(f"{value:.15g}")  # as saga._content keeps floats
 
 
 def _scan_rows(

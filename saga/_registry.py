@@ -37,8 +37,11 @@ class TableRegistry:
         vector_id_column: str,
         dimension: int | None,
         migrate: bool,
+        keep_vectors: bool = True,
     ) -> TableSpec:
         """See ``SagaRunner.track``."""
+        if not isinstance(keep_vectors, bool):
+            raise ValidationError("must be True or False", field="keep_vectors")
         check.identifier(table, "table")
         check.identifier(key, "key")
         check.identifier(vector_id_column, "vector_id_column")
@@ -71,6 +74,7 @@ class TableRegistry:
             key=key,
             vector_id_column=vector_id_column,
             dimension=dimension,
+            keep_vectors=keep_vectors,
         )
         self._refuse_conflicting_tracking(wanted, migrate=migrate)
         if wanted.dimension is None:
@@ -98,8 +102,8 @@ class TableRegistry:
                 other.table == wanted.table
                 and not migrate
                 and (
-                    (other.collection, other.key, other.vector_id_column)
-                    != (wanted.collection, wanted.key, wanted.vector_id_column)
+                    (other.collection, other.key, other.vector_id_column, other.keep_vectors)
+                    != (wanted.collection, wanted.key, wanted.vector_id_column, wanted.keep_vectors)
                 )
             ):
                 raise ConfigurationError(

@@ -6,13 +6,17 @@ holds differently is written back from there; no embedder is needed and the embe
 is the one the saga wrote. Done under SQLite's write lock, so no saga can start on those
 keys meanwhile; vectors a saga is writing, or that the log does not keep (synced before
 schema 5), are left to the caller.
+
+The other way, ``keep_from_chroma`` fills the log's copy of vectors synced before schema
+5 from what Chroma holds, once, while Chroma can still be read: reconcile's ``fix`` does
+it, so a database written by an older release becomes rebuildable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from saga._content import replacing
+from saga._content import as_synced, replacing
 from saga._ports import TableSpec, VectorRecord
 from saga._services import Services
 
@@ -53,3 +57,30 @@ def _write_exactly(services: Services, spec: TableSpec, records: list[VectorReco
     if clear:
         services.vectors.delete(spec.collection, clear)
     services.vectors.upsert(spec.collection, written)
+
+
+def keep_from_chroma(services: Services, spec: TableSpec, page_size: int) -> list[str]:
+    """Keep in the log, read from Chroma, each synced vector of ``spec`` the log lacks
+    whose document and metadata Chroma holds as they were synced (as reconcile judges
+    drift); returns their ids. A saga that started on a key meanwhile wins: the copy
+    is kept only while the same saga's vector is still synced and unkept."""
+    if not spec.keep_vectors:
+        return []
+    kept: list[str] = []
+    after: str | None = None
+    while page := services.log.unkept(spec.table, after, page_size):
+        after = page[-1][0]
+        ids = [vector_id for vector_id, *_ in page]
+        stored = services.vectors.get(spec.collection, ids, embeddings=True)
+        matching = [
+            (stored[vid], saga_id)
+            for vid, saga_id, digest, content in page
+            if vid in stored
+            and stored[vid].embedding is not None
+            and as_synced(stored[vid], (digest, content))
+        ]
+        with services.log.unit() as unit:
+            unit.keep_synced(matching)
+            now = unit.kept_ids([record.id for record, _ in matching])
+        kept.extend(record.id for record, _ in matching if record.id in now)
+    return kept

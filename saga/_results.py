@@ -32,7 +32,9 @@ class RebuildReport:
 
     ``rebuilt``: vectors upserted; ``tables``: the tables rebuilt; ``not_rebuildable``:
     vector ids of committed rows whose vector the log does not keep (synced before
-    schema 5 and not written since): only the application's embedder can make those.
+    schema 5 and neither written since nor backfilled by ``reconcile(fix=True)``, or of a
+    table tracked with ``keep_vectors=False``): only the application's embedder can
+    make those.
     """
 
     rebuilt: int = 0
@@ -120,7 +122,8 @@ class ReconcileReport:
     the committed state; ``in_flight``: ids of the sagas in flight during the scan,
     whose vectors were left alone (not checked); ``stuck_sagas``: those of them whose
     owner is gone (no lease, an expired one, or a dead process on this host), or in
-    flight longer than the threshold.
+    flight longer than the threshold. ``backfilled`` (with ``fix``): vector ids whose
+    synced copy the log lacked (synced before schema 5) and now keeps, read from Chroma.
     """
 
     orphan_vectors: tuple[str, ...] = ()
@@ -132,6 +135,7 @@ class ReconcileReport:
     rows_checked: int = 0
     vectors_checked: int = 0
     in_flight: tuple[str, ...] = ()
+    backfilled: tuple[str, ...] = ()
 
     @property
     def clean(self) -> bool:

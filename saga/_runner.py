@@ -15,13 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from saga import _items, _reads, _writes
-from saga import _validation as check
+from saga import _reads
 from saga._clock import Clock, SystemClock
 from saga._config import ChromaTimeouts, LeasePolicy, Limits, RetryPolicy, SqliteOptions
-from saga._errors import ConfigurationError, SagaError, ValidationError
 from saga._machine import SagaDefinition
-from saga._ports import Key, SagaRecord, TableShape, TableSpec, VectorRecord
+from saga._ports import Key, SagaRecord, TableSpec, VectorRecord
 from saga._rebuild import rebuild
 from saga._reconcile import Rebuild, reconcile
 from saga._recovery import DEFAULT_MAX_ATTEMPTS, Policy, recover
@@ -30,14 +28,13 @@ from saga._results import (
     RebuildReport,
     ReconcileReport,
     RecoveryReport,
-    SagaResult,
     TableCounts,
 )
 from saga._services import Services, Stores
-from saga._steps import Item
+from saga._write_api import WriteMethods
 
 
-class SagaRunner:
+class SagaRunner(WriteMethods):
     """Runs dual writes to one SQLite database and one Chroma as sagas.
 
     Build it with ``SagaRunner.open`` (or ``from_stores``). Use it as a context
@@ -127,7 +124,6 @@ class SagaRunner:
 
     clock = property(lambda self: self._services.clock, doc="The runner's clock.")
     lease = property(lambda self: self._services.lease, doc="Its lease policy.")
-    limits = property(lambda self: self._services.limits, doc="Its input limits.")
 
     # -- configuration ----------------------------------------------------------------
 
@@ -140,11 +136,14 @@ class SagaRunner:
         vector_id_column: str = "vector_id",
         dimension: int | None = None,
         migrate: bool = False,
+        keep_vectors: bool = True,
     ) -> TableSpec:
         """Declare that rows of ``table`` have vectors in ``collection``; persisted.
 
         The same configuration again is a no-op; a different one is refused unless
         ``migrate=True``. ``dimension`` is learnt from the first write when omitted.
+        ``keep_vectors=False``: the log keeps no copy of the vectors (less disk; no
+        rebuild, and update/delete read their before-images from Chroma).
         """
         self._ensure_open()
         return self._services.tables.track(
@@ -154,141 +153,17 @@ class SagaRunner:
             vector_id_column=vector_id_column,
             dimension=dimension,
             migrate=migrate,
+            keep_vectors=keep_vectors,
         )
 
     def register(self, definition: SagaDefinition) -> None:
         """Make a custom saga definition known (recovery finds it by name)."""
         self._services.definitions[definition.name] = definition
 
-    def spec(self, table: object) -> TableSpec:
-        """The tracked configuration of ``table`` (refused if it is not tracked)."""
-        return self._services.tables.spec(table)
-
     def tracked(self) -> list[TableSpec]:
         """Every tracked table's configuration, by table name."""
         self._ensure_open()
         return self._services.tables.all()
-
-    def definition(self, name: str) -> SagaDefinition:
-        """The saga definition registered under ``name`` (built-in or ``register``ed)."""
-        found = self._services.definition(name)
-        if found is None:
-            raise ConfigurationError(f"no saga definition {name!r}", field="definition")
-        return found
-
-    # -- writes -----------------------------------------------------------------------
-
-    def create(
-        self,
-        table: str,
-        row: Mapping[str, Any],
-        *,
-        embedding: Sequence[float],
-        document: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> SagaResult:
-        """Insert ``row`` and upsert its vector, as one saga. Returns once ``synced``."""
-        spec, items = self._built(
-            table,
-            lambda spec, shape: [
-                _items.create_item(spec, shape, self.limits, row, embedding, document, metadata)
-            ],
-        )
-        return self._run("create", spec, items)
-
-    def create_many(self, table: str, items: Sequence[Mapping[str, Any]]) -> SagaResult:
-        """Insert many rows with their vectors as one saga (all or nothing).
-
-        Each item is ``{"row": {...}, "embedding": [...], "document": ..., "metadata": ...}``.
-        """
-        spec, built = self._built(
-            table, lambda spec, shape: _items.create_items(spec, shape, self.limits, items)
-        )
-        return self._run("create_many", spec, built)
-
-    def update(
-        self,
-        table: str,
-        key: Key,
-        changes: Mapping[str, Any] | None = None,
-        *,
-        embedding: Sequence[float] | None = None,
-        document: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> SagaResult:
-        """Change a row and its vector as one saga; omitted vector fields are kept."""
-        spec, items = self._built(
-            table,
-            lambda spec, shape: [
-                _items.update_item(
-                    spec,
-                    shape,
-                    self.limits,
-                    key,
-                    {} if changes is None else changes,
-                    embedding,
-                    document,
-                    metadata,
-                )
-            ],
-        )
-        return self._run("update", spec, items)
-
-    def update_many(self, table: str, items: Sequence[Mapping[str, Any]]) -> SagaResult:
-        """Update many rows as one saga: ``{"key": k, "changes": {...}, "embedding": ...}``."""
-        spec, built = self._built(
-            table, lambda spec, shape: _items.update_items(spec, shape, self.limits, items)
-        )
-        return self._run("update_many", spec, built)
-
-    def delete(self, table: str, key: Key) -> SagaResult:
-        """Delete a row and its vector as one saga."""
-        spec = self.spec(table)
-        return self._run("delete", spec, [Item(key=check.key(key, "key", self.limits))])
-
-    def delete_many(self, table: str, keys: Sequence[Key]) -> SagaResult:
-        """Delete many rows and their vectors as one saga."""
-        spec = self.spec(table)
-        return self._run("delete_many", spec, _items.delete_items(spec, self.limits, keys))
-
-    def run(
-        self,
-        definition: SagaDefinition,
-        table: str,
-        items: Sequence[Item],
-        *,
-        op: str | None = None,
-    ) -> SagaResult:
-        """Run a custom saga ``definition`` over ``items`` of ``table``, like a built-in
-        write: ``SagaResult`` once synced, ``DataIntegrityError`` once compensated,
-        ``CompensationError`` when left to ``saga recover``.
-
-        The definition is registered first (recovery finds it by name; a different
-        definition already registered under its name is refused). Each item's
-        key, row, embedding, document and metadata are checked as a write's are, before
-        any store is touched. ``op`` is recorded in the payload for the steps (default:
-        the definition's name).
-        """
-        spec, checked = self._built(
-            table, lambda spec, shape: _items.checked_items(spec, shape, self.limits, items)
-        )
-        _writes.register(self._services, definition)
-        return self._write(definition, spec, op or definition.name, checked)
-
-    def _built(
-        self, table: str, build: Callable[[TableSpec, TableShape], list[Item]]
-    ) -> tuple[TableSpec, list[Item]]:
-        spec = self.spec(table)
-        return spec, _items.with_fresh_shape(self._services.tables, spec, build)
-
-    def _run(self, name: str, spec: TableSpec, items: list[Item]) -> SagaResult:
-        return self._write(self.definition(name), spec, name.removesuffix("_many"), items)
-
-    def _write(
-        self, definition: SagaDefinition, spec: TableSpec, op: str, items: list[Item]
-    ) -> SagaResult:
-        self._ensure_open()
-        return _writes.run(self._services, definition, spec, op, items)
 
     # -- operations -------------------------------------------------------------------
 
@@ -331,8 +206,6 @@ class SagaRunner:
         not keep needs ``rebuild(table, row) -> {"embedding", "document", "metadata"}``,
         else it is reported unfixable."""
         self._ensure_open()
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise ValidationError("must be a positive int", field="page_size")
         return reconcile(
             self._services,
             fix=fix,
@@ -395,10 +268,6 @@ class SagaRunner:
         return _reads.count(self._services, table)
 
     # -- lifecycle --------------------------------------------------------------------
-
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise SagaError("the runner is closed")
 
     def close(self) -> None:
         """Close the SQLite connections and release the Chroma folder."""

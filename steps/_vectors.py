@@ -153,10 +153,17 @@ class WriteVectors:
             ctx.vectors.upsert(ctx.spec.collection, written)
 
     def synced(self, ctx: SagaContext) -> Synced:
-        """Each vector as the saga leaves it: written, or (a delete) gone."""
+        """Each vector as the saga leaves it: written, or (a delete) gone. A table that
+        opted out of kept vectors gives no embedding: the log keeps its content hash only."""
         if self.op == "delete":
             return {ctx.vector_id(item): None for item in ctx.items}
-        return {ctx.vector_id(item): ctx.new_vector(item) for item in ctx.items}
+        keep = ctx.spec.keep_vectors
+        return {
+            ctx.vector_id(item): (
+                ctx.new_vector(item) if keep else attrs.evolve(ctx.new_vector(item), embedding=None)
+            )
+            for item in ctx.items
+        }
 
     def compensate(self, ctx: SagaContext) -> None:
         for index, chunk in enumerate(ctx.chunks()):

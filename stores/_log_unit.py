@@ -266,6 +266,15 @@ class SqliteLogUnit:
             if embedding is not None and record is not None
         }
 
+    def keep_synced(self, records: Sequence[tuple[VectorRecord, str]]) -> int:
+        before = self._conn.total_changes
+        self._conn.executemany(
+            "UPDATE vector_sync_state SET embedding = ?, record = ? WHERE vector_id = ? "
+            "AND saga_id = ? AND sync_status = 'synced' AND embedding IS NULL",
+            [(*_kept(record), record.id, saga_id) for record, saga_id in records],
+        )
+        return self._conn.total_changes - before
+
     def _history(
         self,
         saga_id: str,
@@ -287,15 +296,16 @@ class SqliteLogUnit:
         )
 
 
-def _kept(record: VectorRecord) -> tuple[bytes | None, str]:
+def _kept(record: VectorRecord) -> tuple[bytes | None, str | None]:
     """A synced vector as the log keeps it: float32 little-endian bytes, and its
-    document and metadata as exact JSON (the content hash's JSON rounds floats)."""
-    packed = None
-    if record.embedding is not None:
-        values = array("f", record.embedding)
-        if sys.byteorder != "little":
-            values.byteswap()
-        packed = values.tobytes()
+    document and metadata as exact JSON (the content hash's JSON rounds floats).
+    Without an embedding (the table opted out) the log keeps neither."""
+    if record.embedding is None:
+        return None, None
+    values = array("f", record.embedding)
+    if sys.byteorder != "little":
+        values.byteswap()
+    packed = values.tobytes()
     metadata = None if record.metadata is None else dict(record.metadata)
     return packed, json.dumps([record.document, metadata], allow_nan=False)
 

@@ -7,7 +7,7 @@ the application (many apps number their own migrations with it).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Written as literals, identical in the partial indexes and the queries, so that
 # SQLite uses the indexes: only sagas in flight are ever looked for this way, and
@@ -109,6 +109,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE vector_sync_state ADD COLUMN embedding BLOB",
         "ALTER TABLE vector_sync_state ADD COLUMN record TEXT",
     ),
+    # 6: a table may opt out of the kept vectors (``track(keep_vectors=False)``).
+    6: ("ALTER TABLE saga_tracked_tables ADD COLUMN keep_vectors INTEGER NOT NULL DEFAULT 1",),
 }
 
 LOG_TABLES = (

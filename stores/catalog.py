@@ -124,13 +124,15 @@ class SqliteTableCatalog:
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         conn.execute(
             f"{verb} INTO saga_tracked_tables (sqlite_table, collection, key_column, "
-            "vector_id_column, dimension, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "vector_id_column, dimension, keep_vectors, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 spec.table,
                 spec.collection,
                 spec.key,
                 spec.vector_id_column,
                 spec.dimension,
+                int(spec.keep_vectors),
                 now,
                 now,
             ),
@@ -152,6 +154,7 @@ def _spec(row: sqlite3.Row) -> TableSpec:
         key=row["key_column"],
         vector_id_column=row["vector_id_column"],
         dimension=row["dimension"],
+        keep_vectors=bool(row["keep_vectors"]),
     )
 
 
@@ -161,5 +164,6 @@ def _same_links(current: TableSpec, wanted: TableSpec) -> bool:
         current.collection == wanted.collection
         and current.key == wanted.key
         and current.vector_id_column == wanted.vector_id_column
+        and current.keep_vectors == wanted.keep_vectors
         and (None in (wanted.dimension, current.dimension) or wanted.dimension == current.dimension)
     )

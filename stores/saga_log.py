@@ -260,6 +260,18 @@ class SqliteSagaLog:
             ).fetchall()
         return [kept_vector(str(r[0]), r[1], str(r[2])) for r in rows]
 
+    def unkept(
+        self, table: str, after: str | None, size: int
+    ) -> list[tuple[str, str, str, str | None]]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT vector_id, saga_id, content_hash, content FROM vector_sync_state "
+                "WHERE sqlite_table = ? AND vector_id > ? AND sync_status = 'synced' "
+                "AND embedding IS NULL AND content_hash IS NOT NULL ORDER BY vector_id LIMIT ?",
+                (table, after or "", size),
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2]), r[3]) for r in rows]
+
     def counts(self) -> list[tuple[str, str, int]]:
         """(table, state, sagas), for ``saga status``."""
         with self.db.read() as conn:

@@ -64,7 +64,12 @@ def rebuild(
         missing = data["not_rebuildable"]
         if missing:
             console.print(
-                f"not kept in the log (synced before schema 5): {', '.join(missing[:5])}"
+                f"not kept in the log: {', '.join(missing[:5])}"
                 + (" ..." if len(missing) > 5 else "")
+            )
+            console.print(
+                "(synced before schema 5: `saga reconcile --fix` copies them into the log "
+                "while Chroma still holds them; a table tracked with keep_vectors=False "
+                "keeps none)"
             )
     sys.exit(EXIT_OK if report.complete else EXIT_UNRESOLVED)

@@ -27,7 +27,15 @@ from saga.cli._common import (
     progress,
 )
 
-_FINDINGS = ("orphan_vectors", "missing_vectors", "drift", "stuck_sagas", "fixed", "unfixable")
+_FINDINGS = (
+    "orphan_vectors",
+    "missing_vectors",
+    "drift",
+    "stuck_sagas",
+    "fixed",
+    "unfixable",
+    "backfilled",
+)
 
 
 @click.command()
