@@ -1,0 +1,244 @@
+"""``AsyncSagaRunner``: every operation of ``SagaRunner`` as a coroutine, for asyncio.
+
+::
+
+    from saga.aio import AsyncSagaRunner
+
+    async with await AsyncSagaRunner.open("app.db", chroma_path="app_chroma") as runner:
+        await runner.track("notes")
+        result = await runner.create("notes", {"id": 1, "body": "..."}, embedding=[...])
+
+**Threads underneath.** Each call runs the synchronous runner's method in a thread pool
+that the async runner owns: ``max_workers`` threads (default 8), so a thousand concurrent
+tasks queue for a thread rather than start a thousand; the event loop never waits on
+SQLite or Chroma. The synchronous runner is made for this: each thread has its own
+SQLite connection, SQLite's write lock orders the writers, and a second saga on a key
+still in flight is refused with ``SagaConflictError``, raised by the coroutine.
+Callbacks (``progress``, reconcile's ``rebuild``) are called in that thread.
+
+**Chroma through a synchronous client**: ``chroma_path``, ``chroma_host``/``chroma_port``
+or ``chroma_client=chromadb.HttpClient(...)``. Chroma's asyncio client
+(``chromadb.AsyncHttpClient``) is refused, here as by ``SagaRunner.open``.
+
+**Cancellation.** Cancelling a task whose call has not yet reached a thread cancels the
+call: nothing is written. Once in a thread, a saga runs to its end (synced, compensated,
+or left to recovery): the awaiting task is cancelled, the write is not, and like any
+call that did not return it may or may not have happened; ``close`` waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import os
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from saga._clock import Clock
+from saga._config import ChromaTimeouts, LeasePolicy, Limits, RetryPolicy, SqliteOptions
+from saga._errors import SagaError, ValidationError
+from saga._machine import SagaDefinition
+from saga._runner import SagaRunner
+from saga._services import Stores
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEFAULT_MAX_WORKERS = 8
+"""Threads per async runner: enough to overlap Chroma's network and disk waits; SQLite
+takes one writer at a time whatever the count."""
+
+ASYNC_RUNNER_ADVICE = (
+    "cannot be used by AsyncSagaRunner, which runs the synchronous runner in a thread "
+    "pool: pass a synchronous client (chromadb.HttpClient), chroma_host/chroma_port or "
+    "chroma_path"
+)
+
+
+def _threaded(
+    method: Callable[Concatenate[SagaRunner, P], T],
+) -> Callable[Concatenate[AsyncSagaRunner, P], Coroutine[Any, Any, T]]:
+    """``SagaRunner.<method>`` as a coroutine method run in the async runner's pool, with
+    the same parameters (and the same docstring, after one line saying so)."""
+
+    @functools.wraps(method)
+    async def threaded(self: AsyncSagaRunner, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._in_thread(method, self._runner, *args, **kwargs)
+
+    threaded.__qualname__ = f"AsyncSagaRunner.{method.__name__}"
+    threaded.__doc__ = (
+        f"``await``-able ``SagaRunner.{method.__name__}``, run in the runner's thread "
+        f"pool.\n\n{method.__doc__ or ''}"
+    )
+    return threaded
+
+
+class AsyncSagaRunner:
+    """A ``SagaRunner`` driven from asyncio (see the module's docstring).
+
+    Build it with ``await AsyncSagaRunner.open(...)``, or around a runner built elsewhere
+    with ``AsyncSagaRunner(runner)``; then ``async with``, or ``await runner.close()``.
+    """
+
+    def __init__(self, runner: SagaRunner, *, max_workers: int = DEFAULT_MAX_WORKERS) -> None:
+        """Drive ``runner`` (now owned: ``close`` closes it) from ``max_workers`` threads."""
+        self._runner = runner
+        self._pool = ThreadPoolExecutor(_workers(max_workers), thread_name_prefix="saga-aio")
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        db_path: str | os.PathLike[str],
+        *,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        chroma_path: str | os.PathLike[str] | None = None,
+        chroma_client: Any = None,
+        chroma_host: str | None = None,
+        chroma_port: int | None = None,
+        clock: Clock | None = None,
+        lease: LeasePolicy | None = None,
+        retry: RetryPolicy | None = None,
+        chroma_timeouts: ChromaTimeouts | None = None,
+        sqlite: SqliteOptions | None = None,
+        limits: Limits | None = None,
+        create: bool = True,
+    ) -> AsyncSagaRunner:
+        """``SagaRunner.open`` with the same arguments (run in a thread), and a pool of
+        ``max_workers`` threads to run its calls."""
+        from saga._compose import refuse_async_client  # noqa: PLC0415 - keeps chromadb out
+
+        refuse_async_client(chroma_client, ASYNC_RUNNER_ADVICE)
+        _workers(max_workers)  # refused before anything is opened
+        opening = asyncio.ensure_future(
+            asyncio.to_thread(
+                SagaRunner.open,
+                db_path,
+                chroma_path=chroma_path,
+                chroma_client=chroma_client,
+                chroma_host=chroma_host,
+                chroma_port=chroma_port,
+                clock=clock,
+                lease=lease,
+                retry=retry,
+                chroma_timeouts=chroma_timeouts,
+                sqlite=sqlite,
+                limits=limits,
+                create=create,
+            )
+        )
+        try:
+            runner = await asyncio.shield(opening)
+        except asyncio.CancelledError:  # the open goes on in its thread: close what it opens
+            opening.add_done_callback(_close_opened)
+            raise
+        return cls(runner, max_workers=max_workers)
+
+    async def _in_thread(self, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``function(*args, **kwargs)`` in the pool, in a copy of the caller's context
+        variables (as ``asyncio.to_thread``: loguru's ``contextualize`` carries over)."""
+        if self._closed:
+            raise SagaError("the runner is closed")
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(context.run, function, *args, **kwargs)
+        )
+
+    # -- plain: no I/O ----------------------------------------------------------------
+
+    @property
+    def sync(self) -> SagaRunner:
+        """The synchronous runner underneath (its calls block: not on the event loop)."""
+        return self._runner
+
+    @property
+    def stores(self) -> Stores:
+        """The stores the runner writes (``SagaRunner.stores``)."""
+        return self._runner.stores
+
+    clock = property(lambda self: self._runner.clock, doc="The runner's clock.")
+    lease = property(lambda self: self._runner.lease, doc="Its lease policy.")
+    limits = property(lambda self: self._runner.limits, doc="Its input limits.")
+
+    def register(self, definition: SagaDefinition) -> None:
+        """Make a custom saga definition known (``SagaRunner.register``)."""
+        self._runner.register(definition)
+
+    def definition(self, name: str) -> SagaDefinition:
+        """The saga definition registered under ``name`` (``SagaRunner.definition``)."""
+        return self._runner.definition(name)
+
+    # -- coroutines: each the synchronous method, in a thread of the pool -------------
+
+    track = _threaded(SagaRunner.track)
+    spec = _threaded(SagaRunner.spec)
+    tracked = _threaded(SagaRunner.tracked)
+
+    create = _threaded(SagaRunner.create)
+    create_many = _threaded(SagaRunner.create_many)
+    update = _threaded(SagaRunner.update)
+    update_many = _threaded(SagaRunner.update_many)
+    delete = _threaded(SagaRunner.delete)
+    delete_many = _threaded(SagaRunner.delete_many)
+    run = _threaded(SagaRunner.run)
+
+    recover = _threaded(SagaRunner.recover)
+    reconcile = _threaded(SagaRunner.reconcile)
+    rebuild = _threaded(SagaRunner.rebuild)
+    detect_orphaned_records = _threaded(SagaRunner.detect_orphaned_records)
+    recover_orphaned_vectors = _threaded(SagaRunner.recover_orphaned_vectors)
+
+    query = _threaded(SagaRunner.query)
+    in_flight = _threaded(SagaRunner.in_flight)
+    row = _threaded(SagaRunner.row)
+    vectors_of = _threaded(SagaRunner.vectors_of)
+    count = _threaded(SagaRunner.count)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called (new calls are then refused)."""
+        return self._closed
+
+    async def close(self) -> None:
+        """Refuse new calls, wait for those already made, then close the runner (its
+        SQLite connections and Chroma folder) and the pool. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._shut_down)
+
+    def _shut_down(self) -> None:
+        try:
+            self._pool.shutdown(wait=True)
+        finally:
+            self._runner.close()
+
+    async def __aenter__(self) -> AsyncSagaRunner:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _close_opened(opening: asyncio.Future[SagaRunner]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
+def _workers(max_workers: object) -> int:
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+        raise ValidationError(f"must be a positive int, got {max_workers!r}", field="max_workers")
+    return max_workers
+
+
+__all__ = ["DEFAULT_MAX_WORKERS", "AsyncSagaRunner"]
