@@ -58,7 +58,7 @@ from saga import (
     VectorStoreUnavailable,
     failpoints,
 )
-from tests.conftest import make_db, rewired
+from tests.conftest import make_db, rewired, stored_vectors
 
 TTL = 30.0  # seconds of lease
 MAX_K = 80  # a write makes far fewer store calls: reaching this is a failure
@@ -106,6 +106,7 @@ class VectorProxy:
         self._real = real
         self._fault = fault
         self._after = after
+        self.names: list[str] = []  # every call, in order
 
     def max_batch_size(self) -> int:
         self._call("max_batch_size", ())
@@ -118,6 +119,7 @@ class VectorProxy:
         return lambda *args, **kwargs: self._call(name, args, kwargs)
 
     def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Any:
+        self.names.append(name)
         due = self._fault is not None and self._fault.due()
         if due and not self._after:
             raise VectorStoreUnavailable(f"injected: Chroma unavailable ({name})")
@@ -278,13 +280,21 @@ def write(runner: SagaRunner, op: str, keys: list[int]) -> Any:
     return runner.delete_many("notes", keys)
 
 
+def _key(vector_id: str) -> int:
+    return int(vector_id.partition(":")[2])
+
+
+def _first_write(names: list[str]) -> Iterator[int]:
+    return (i for i, name in enumerate(names) if name in ("upsert", "delete"))
+
+
 def new_state(op: str, keys: list[int]) -> dict[int, tuple[Any, Any]]:
     if op.startswith("delete"):
         return dict.fromkeys(keys, (None, None))
     return {k: (f"new {k}", f"new doc {k}") for k in keys}
 
 
-def install(stores: Stores, source: str, k: int, *, persistent: bool) -> Fault:
+def install(stores: Stores, source: str, k: int, *, persistent: bool) -> tuple[Fault, VectorProxy]:
     """Arm the fault of ``source`` at call ``k`` on the current runner."""
     fault = Fault(k, persistent=persistent)
     runner = stores.runner
@@ -294,7 +304,7 @@ def install(stores: Stores, source: str, k: int, *, persistent: bool) -> Fault:
     stores.runner = rewired(runner, vectors=proxy, log=log)
     if source == "commit":
         fail_commits(runner.stores.log.db, fault)
-    return fault
+    return fault, proxy
 
 
 @contextlib.contextmanager
@@ -318,8 +328,9 @@ def one_run(stores: Stores, op: str, source: str, k: int, *, persistent: bool) -
     bystanders = [base + 8, base + 9]
     stores.seed(bystanders + ([] if op.startswith("create") else touched))
     before = stores.observed()
+    exact_before = {v: c for v, c in stored_vectors(stores.runner).items() if _key(v) in touched}
 
-    fault = install(stores, source, k, persistent=persistent)
+    fault, proxy = install(stores, source, k, persistent=persistent)
     error: BaseException | None = None
     with armed_failpoint(source, k, persistent=persistent) as fired_points:
         try:
@@ -331,6 +342,9 @@ def one_run(stores: Stores, op: str, source: str, k: int, *, persistent: bool) -
     label = f"{op} {source} {'persistent' if persistent else 'one-shot'} k={k}: {error!r}"
     assert error is None or isinstance(error, SagaError), f"raw exception: {label}"
     assert fired or error is None, f"failed with no fault: {label}"
+    if op.startswith(("update", "delete")):  # before-images come from the log
+        reads = proxy.names[: next(_first_write(proxy.names), len(proxy.names))]
+        assert "get" not in reads, f"read Chroma before writing: {label}: {proxy.names}"
 
     left = {s.saga_id: s.state for s in stores.runner.in_flight()}
     if isinstance(error, DataIntegrityError):
@@ -355,6 +369,9 @@ def one_run(stores: Stores, op: str, source: str, k: int, *, persistent: bool) -
     resumed = any(state != COMPENSATING for state in left.values())
     expected = applied if error is None or resumed else old
     assert now == expected, f"{label}: expected {'new' if expected is applied else 'old'}"
+    if now == old:  # compensated (or refused): every touched vector as it was, bit for bit
+        exact = {v: c for v, c in stored_vectors(stores.runner).items() if _key(v) in touched}
+        assert exact == exact_before, f"before-image not restored exactly: {label}"
 
     stores.model.update({k: v for k, v in now.items() if v != (None, None)})
     for key in touched:

@@ -26,7 +26,7 @@ import pytest
 from saga import CompensationError, Item, RetryPolicy, SagaRunner, failpoints
 from steps import DEFINITIONS
 from tests._recovery_worker import body, embedding_for
-from tests.conftest import make_db, rewired
+from tests.conftest import make_db, rewired, stored_vectors
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS = ["create", "update", "delete", "create_many", "update_many", "delete_many"]
@@ -76,6 +76,9 @@ def open_runner(folder: Path) -> SagaRunner:
     return runner
 
 
+SEEDED: dict[Path, dict[str, Any]] = {}  # crashed folder -> its vectors once seeded
+
+
 def seed_old_rows(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     make_db(folder / "app.db")
@@ -87,7 +90,19 @@ def seed_old_rows(folder: Path) -> None:
                 {"id": key, "body": text},
                 embedding=embedding_for(text),
                 document=text,
+                metadata={"seed": key, "f": key / 3},
             )
+        SEEDED[folder] = stored_vectors(runner)
+
+
+def assert_old_vectors_exact(runner: SagaRunner, crashed: Path, op: str, keys: list[int]) -> None:
+    """A compensated update or delete put back the seeded vectors bit for bit (from the
+    log's copy): embedding, document, and metadata with no key of the new write left."""
+    if op.startswith("create"):
+        return
+    wanted = {f"notes:{k}" for k in keys}
+    now = {v: c for v, c in stored_vectors(runner).items() if v in wanted}
+    assert now == {v: c for v, c in SEEDED[crashed].items() if v in wanted}
 
 
 def keys_for(op: str) -> list[int]:
@@ -175,6 +190,8 @@ def test_kill_at_forward_point_then_recover_both_policies(
             applied = past_pivot or policy == "resume"
             assert observed(runner, keys) == expected(op, keys, applied), policy
             assert_old_rows_acknowledged(runner, op, keys)
+            if not applied:
+                assert_old_vectors_exact(runner, crashed, op, keys)
             again = runner.recover(policy=policy)
             assert (again.resumed, again.compensated, again.failed) == (0, 0, 0)
 
@@ -219,6 +236,8 @@ def test_a_saga_left_in_vector_written_by_an_earlier_build_is_recovered(
             assert_consistent(runner)
             assert observed(runner, keys) == expected(op, keys, policy == "resume"), policy
             assert_old_rows_acknowledged(runner, op, keys)
+            if policy == "compensate":
+                assert_old_vectors_exact(runner, crashed, op, keys)
             events = [h["event"] for h in runner.stores.log.history(saga_id)]
             assert events == ["begin", "write_vectors", *path], policy
 
@@ -233,6 +252,7 @@ def test_kill_while_compensating_then_recover(tmp_path: Path, op: str, point: st
         with recover_copy(crashed, tmp_path / policy, policy) as runner:
             assert_consistent(runner)
             assert observed(runner, keys) == expected(op, keys, applied=False)
+            assert_old_vectors_exact(runner, crashed, op, keys)
 
 
 def test_crash_during_recovery_is_itself_recoverable(tmp_path: Path) -> None:
