@@ -9,16 +9,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+RELATIVE = ("unprotected", "baseline")  # ratio_of values that divide by a baseline
+
 
 @dataclass
 class Figure:
     """One row of the table.
 
-    ``median`` is in ``unit``; ``ratio`` is, against the unprotected write, the median
-    of the per-round ratios (``paired``; else ``median / baseline``), or, for an
-    absolute target, ``median / budget``
-    (``ratio_of`` says which; ``"none"``: shown for context, no reference), so
-    ``ratio <= target`` means the target is met.
+    ``median`` is in ``unit``; ``ratio`` is, against the unprotected write (or another
+    ``"baseline"``, such as Chroma's own ingest), the median of the per-round ratios
+    (``paired``; else ``median / baseline``), or, for an absolute target,
+    ``median / budget`` (``ratio_of`` says which; ``"none"``: shown for context, no
+    reference), so ``ratio <= target`` means the target is met.
     """
 
     scenario: str
@@ -43,9 +45,10 @@ class Figure:
     def ratio(self) -> float | None:
         if self.ratio_of == "none":
             return None
-        if self.ratio_of == "unprotected" and self.paired:
+        relative = self.ratio_of in RELATIVE
+        if relative and self.paired:
             return statistics.median(self.paired)
-        reference = self.baseline if self.ratio_of == "unprotected" else self.budget
+        reference = self.baseline if relative else self.budget
         if reference is None or reference <= 0:
             return None
         return self.median / reference

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench._figures import Figure
+from bench._figures import RELATIVE, Figure
 
 HEADERS = ("scenario", "case", "contender", "n", "median", "unit", "ratio", "target", "verdict")
 
@@ -21,7 +21,7 @@ def _row(figure: Figure) -> tuple[str, ...]:
     ratio = figure.ratio
     if ratio is None:
         ratio_text = "-"
-    elif figure.ratio_of == "unprotected":
+    elif figure.ratio_of in RELATIVE:
         ratio_text = f"{ratio:.3f}x"
     else:
         ratio_text = f"{ratio:.2f} of budget"
