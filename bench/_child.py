@@ -2,6 +2,7 @@
 
     python -m bench._child reconcile DB CHROMA_DIR
     python -m bench._child batch-memory saga|unprotected FOLDER N
+    python -m bench._child ingest|rebuild|loaded DB CHROMA_DIR [--profile]
 
 Prints one JSON object on stdout.
 """
@@ -17,6 +18,7 @@ from typing import Any
 import chromadb  # noqa: F401
 
 import saga  # noqa: F401
+from bench import _rebuild_child
 from bench._contenders import Saga, Unprotected
 from bench._data import records
 from bench._figures import timed
@@ -83,6 +85,8 @@ def main(argv: list[str]) -> int:
         result = reconcile(*args)
     elif kind == "batch-memory":
         result = batch_memory(args[0], args[1], int(args[2]))
+    elif kind in ("ingest", "rebuild", "loaded"):  # see bench._rebuild_child
+        result = getattr(_rebuild_child, kind)(*args)
     else:
         print(f"unknown measurement {kind!r}", file=sys.stderr)
         return 2

@@ -9,7 +9,9 @@ Scenarios (``--only`` takes a comma-separated subset):
 - ``recovery``: interrupted sagas settled by one ``recover()``;
 - ``reconcile``: ``reconcile()`` over growing stores, clean and with orphans, time and
   peak RSS in a fresh process;
-- ``memory``: peak RSS of one large ``create_many`` vs the unprotected batch.
+- ``memory``: peak RSS of one large ``create_many`` vs the unprotected batch;
+- ``rebuild``: the bytes the kept vectors add to the database, and ``rebuild()`` against
+  Chroma's own ingest of the same vectors, time and peak RSS (``bench.rebuild``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import memory, reconcile, recovery, writes
+from bench import memory, rebuild, reconcile, recovery, writes
 from bench._contenders import Contender, Floor, Saga, Unprotected
 from bench._data import DIM, DOC_CHARS
 from bench._environment import environment, load_average
@@ -38,7 +40,15 @@ from bench.alternatives import ALTERNATIVES, unavailable
 SINGLE = ("create", "update", "delete")
 BATCHES = {"batch100": 100, "batch1000": 1000}
 ALTERNATIVE_NAMES = ("langchain", "dbos")
-SCENARIOS = (*SINGLE, *BATCHES, *ALTERNATIVE_NAMES, "recovery", "reconcile", "memory")
+SCENARIOS = (
+    *SINGLE,
+    *BATCHES,
+    *ALTERNATIVE_NAMES,
+    "recovery",
+    "reconcile",
+    "memory",
+    "rebuild",
+)
 SINGLE_TARGET, BATCH_TARGET = 1.05, 1.03
 
 
@@ -50,6 +60,8 @@ class Config:
     recovery: int = 1000
     reconcile_sizes: list[int] = field(default_factory=lambda: [5_000, 10_000, 20_000])
     memory_batch: int = 10_000
+    rebuild_records: int = rebuild.QUICK
+    rebuild_rounds: int = 2
     only: set[str] = field(default_factory=lambda: set(SCENARIOS))
     workdir: Path | None = None
     keep: bool = False
@@ -66,9 +78,15 @@ def parse(argv: list[str] | None) -> Config:
     parser.add_argument("--recovery", type=int, help="interrupted sagas to recover")
     parser.add_argument("--reconcile-sizes", help="comma-separated record counts")
     parser.add_argument("--memory-batch", type=int, help="records in the memory batch")
+    parser.add_argument("--rebuild-records", type=int, help="records the rebuild scenario keeps")
+    parser.add_argument(
+        "--rebuild-rounds", type=int, help="rebuild/ingest pairs (their order alternates)"
+    )
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
     parser.add_argument(
-        "--full", action="store_true", help="target sizes: 10k recovery, 10k/50k/100k reconcile"
+        "--full",
+        action="store_true",
+        help="target sizes: 10k recovery, 10k/50k/100k reconcile, 100k rebuild",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (smoke test)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -82,10 +100,20 @@ def parse(argv: list[str] | None) -> Config:
     )
     if args.full:
         config.recovery, config.reconcile_sizes = 10_000, [10_000, 50_000, 100_000]
+        config.rebuild_records = rebuild.FULL
     if args.quick:
         config.records, config.batch_records, config.rounds = 4, 1000, 1
         config.recovery, config.reconcile_sizes, config.memory_batch = 20, [300], 300
-    for name in ("records", "batch_records", "rounds", "recovery", "memory_batch"):
+        config.rebuild_records, config.rebuild_rounds = 200, 1
+    for name in (
+        "records",
+        "batch_records",
+        "rounds",
+        "recovery",
+        "memory_batch",
+        "rebuild_records",
+        "rebuild_rounds",
+    ):
         value = getattr(args, name)
         if value is not None:
             if value < 1:
@@ -316,12 +344,23 @@ class Bench:
                 )
             )
 
+    def run_rebuild(self) -> None:
+        results = rebuild.measure(
+            self.workdir / "rebuild",
+            self.config.rebuild_records,
+            self.config.rebuild_rounds,
+            self.progress,
+        )
+        self.details["rebuild"] = results
+        self.figures.extend(rebuild.figures(results))
+
     def run(self) -> None:
         self.run_writes()
         for name, action in (
             ("recovery", self.run_recovery),
             ("reconcile", self.run_reconcile),
             ("memory", self.run_memory),
+            ("rebuild", self.run_rebuild),
         ):
             if name in self.config.only:
                 self.guarded(name, action)
@@ -397,6 +436,7 @@ def method(config: Config) -> list[str]:
         "30 s per 100,000; RSS budget 500 MB absolute.",
         "Memory: one create_many in a fresh process; peak RSS during the call (VmHWM reset "
         "via /proc/self/clear_refs) minus RSS before it (records already built).",
+        *rebuild.method(config.rebuild_records, config.rebuild_rounds),
         "Single samples (recovery, reconcile, memory) are one run each. The machine is "
         "noisy: compare ratios within one run, not figures across runs.",
     ]
@@ -428,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             "recovery": config.recovery,
             "reconcile_sizes": config.reconcile_sizes,
             "memory_batch": config.memory_batch,
+            "rebuild_records": config.rebuild_records,
+            "rebuild_rounds": config.rebuild_rounds,
             "scenarios": sorted(config.only),
         },
         "figures": [f.to_dict() for f in bench.figures],
