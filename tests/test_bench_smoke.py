@@ -18,7 +18,17 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = ["create", "update", "delete", "batch100", "batch1000", "recovery", "reconcile", "memory"]
+CORE = [
+    "create",
+    "update",
+    "delete",
+    "batch100",
+    "batch1000",
+    "recovery",
+    "reconcile",
+    "memory",
+    "rebuild",
+]
 WRITES = ["create", "batch100", "batch1000"]
 
 
@@ -35,9 +45,11 @@ HAVE_LANGCHAIN = _importable("langchain_core", "langchain_chroma", "sqlalchemy")
 HAVE_DBOS = _importable("dbos")
 
 
-def _bench(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def _bench(
+    *args: str, timeout: float = 900, module: str = "bench"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bench", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -95,6 +107,53 @@ def test_reconcile_finds_exactly_the_planted_orphans(result: dict[str, Any]) -> 
         assert entry["clean"]["orphan_vectors"] == 0
         assert entry["with_orphans"]["orphan_vectors"] == entry["orphans"]
         assert entry["clean"]["rows_checked"] == entry["size"]
+
+
+def test_rebuild_measures_the_kept_vectors_and_rebuilds_every_one(result: dict[str, Any]) -> None:
+    details = result["details"]["rebuild"]
+    n = details["records"]
+    sizes = details["sizes"]
+
+    assert sizes["kept_vectors"] == n
+    assert sizes["embedding_per_record"] == 384 * 4  # float32, nothing else
+    assert sizes["payload_per_record"] > sizes["embedding_per_record"]
+    assert sizes["vacuumed_bytes"] > sizes["vacuumed_without_kept_bytes"]
+    for run in [*details["rebuild"], *details["ingest"]]:
+        assert run["stored"] == n
+    (time,) = [f for f in _figures(result, "rebuild", "saga") if f["case"] == "time"]
+    assert time["target"] == pytest.approx(1.2)
+    assert time["met"] in (True, False)  # a verdict, whichever it is
+
+
+def test_the_rebuild_bench_runs_on_its_own_and_prints_its_figures(tmp_path: Path) -> None:
+    done = _bench(
+        "--records",
+        "200",
+        "--rounds",
+        "1",
+        "--quiet",
+        "--workdir",
+        str(tmp_path),
+        module="bench.rebuild",
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = done.stdout
+    for text in (
+        "database file, checkpointed",
+        "kept vector: file bytes / record",
+        "kept vector: payload / record",
+        "chroma ingest",
+        "<= 1.20x ingest",
+        "peak RSS over loaded collection",
+        "< 300 MB",
+        "Method:",
+        "wal_checkpoint(TRUNCATE)",
+        "Rebuild round 1:",
+    ):
+        assert text in out, f"{text!r} missing from:\n{out}"
+    assert " 200 " in out  # N, in the table
 
 
 def test_the_output_states_the_method_and_the_versions(result: dict[str, Any]) -> None:
