@@ -10,7 +10,7 @@ intent with its payload.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from loguru import logger
@@ -18,9 +18,9 @@ from loguru import logger
 from saga import failpoints
 from saga._errors import SagaConflictError
 from saga._machine import SagaDefinition
-from saga._payload import dumps
+from saga._payload import dumps, dumps_context
 from saga._ports import LogUnit, SagaLog, SagaRecord, TableSpec, VectorStore
-from saga._steps import Item, Preloading, SagaContext, Versions
+from saga._steps import Item, Preloading, SagaContext, UnitContext, Versions
 
 PRELOAD_ATTEMPTS = 3
 
@@ -74,8 +74,58 @@ def begin(
     )
 
 
+def begin_unit(
+    log: SagaLog,
+    definitions: Mapping[str, SagaDefinition],
+    definition: SagaDefinition,
+    ctx: UnitContext,
+    held: SagaRecord | None,
+) -> SagaRecord:
+    """T1 of an atomic unit: ``begin`` for each part (by the built-in definition of its
+    operation), all recorded in one ``pending`` transaction. ``held``: the unit's saga,
+    already ``pending`` since it reserved keys."""
+    for _attempt in range(PRELOAD_ATTEMPTS):
+        for part in ctx.parts:
+            steps = definitions[part.op]
+            keys = [item.key for item in part.items]
+            versions = _versions(log, steps, part, keys, precheck=_attempt == 0, own=ctx.saga_id)
+            for step in steps.steps:
+                if isinstance(step, Preloading):
+                    step.preload(part, versions)
+        failpoints.hit("after:preload")
+        try:
+            with log.unit() as unit:
+                entries: list[tuple[TableSpec, str, Any]] = []
+                for part in ctx.parts:
+                    _prepare(definitions[part.op], part, unit, own=ctx.saga_id)
+                    entries.extend((part.spec, part.op, item.known_key) for item in part.items)
+                saga = unit.record_unit(
+                    saga_id=ctx.saga_id,
+                    definition=definition.name,
+                    entries=entries,
+                    payload=dumps_context(ctx),
+                    table=ctx.spec.table,
+                    held=held,
+                )
+        except _StaleRead:
+            continue
+        failpoints.hit("after:pending")
+        logger.bind(saga_id=ctx.saga_id).debug("atomic unit pending ({} parts)", len(ctx.parts))
+        return saga
+    raise SagaConflictError(
+        f"the vectors of the unit kept changing while their before-images were read "
+        f"({PRELOAD_ATTEMPTS} tries)"
+    )
+
+
 def _versions(
-    log: SagaLog, definition: SagaDefinition, ctx: SagaContext, keys: list[Any], *, precheck: bool
+    log: SagaLog,
+    definition: SagaDefinition,
+    ctx: SagaContext,
+    keys: list[Any],
+    *,
+    precheck: bool,
+    own: str | None = None,
 ) -> Versions:
     """What a preload calls before it reads a remote store: the vectors' versions, and
     (in ``ctx.logged``) the vectors as the log keeps them, which spares most reads of the
@@ -86,7 +136,7 @@ def _versions(
     def versions(vector_ids: list[str]) -> dict[str, tuple[Any, ...]]:
         with log.reading() as unit:  # one read transaction for all three
             if precheck:
-                unit.refuse_conflicts(ctx.spec, keys)
+                unit.refuse_conflicts(ctx.spec, keys, own)
                 for step in definition.steps:
                     if step.local:
                         step.prepare(ctx, unit)
@@ -97,24 +147,8 @@ def _versions(
 
 
 def _record_pending(definition: SagaDefinition, ctx: SagaContext, unit: LogUnit) -> SagaRecord:
-    """Inside the ``pending`` transaction: refuse conflicts, check that preloaded
-    reads are current, let the steps check preconditions and record before-images,
-    then record the intent."""
-    unassigned = [item for item in ctx.items if item.key is None]
-    if unassigned:  # keys SQLite assigns: reserved here, inside `pending`
-        given = [item.key for item in ctx.items if item.key is not None]
-        for item, key in zip(
-            unassigned, unit.assign_keys(ctx.spec, len(unassigned), given), strict=True
-        ):
-            item.key = key
-    keys = [item.known_key for item in ctx.items]
-    unit.refuse_conflicts(ctx.spec, keys)
-    if ctx.observed is not None and unit.vector_versions(list(ctx.observed)) != ctx.observed:
-        raise _StaleRead
-    # Local preconditions first (the row exists, or not): a refused write then
-    # names the key before a step looks at what it read from Chroma.
-    for step in sorted(definition.steps, key=lambda s: not s.local):
-        step.prepare(ctx, unit)
+    """Inside the ``pending`` transaction: ``_prepare``, then record the intent."""
+    keys = _prepare(definition, ctx, unit)
     return unit.record_pending(
         saga_id=ctx.saga_id,
         definition=definition.name,
@@ -123,3 +157,27 @@ def _record_pending(definition: SagaDefinition, ctx: SagaContext, unit: LogUnit)
         keys=keys,
         payload=dumps(ctx.op, ctx.items),
     )
+
+
+def _prepare(
+    definition: SagaDefinition, ctx: SagaContext, unit: LogUnit, own: str | None = None
+) -> list[Any]:
+    """Inside the ``pending`` transaction: assign the keys SQLite assigns, refuse
+    conflicts (with sagas other than ``own``), check that preloaded reads are current,
+    let the steps check preconditions and record before-images. Returns the keys."""
+    unassigned = [item for item in ctx.items if item.key is None]
+    if unassigned:  # keys SQLite assigns: reserved here, inside `pending`
+        given = [item.key for item in ctx.items if item.key is not None]
+        for item, key in zip(
+            unassigned, unit.assign_keys(ctx.spec, len(unassigned), given), strict=True
+        ):
+            item.key = key
+    keys = [item.known_key for item in ctx.items]
+    unit.refuse_conflicts(ctx.spec, keys, own)
+    if ctx.observed is not None and unit.vector_versions(list(ctx.observed)) != ctx.observed:
+        raise _StaleRead
+    # Local preconditions first (the row exists, or not): a refused write then
+    # names the key before a step looks at what it read from Chroma.
+    for step in sorted(definition.steps, key=lambda s: not s.local):
+        step.prepare(ctx, unit)
+    return keys

@@ -33,7 +33,7 @@ from saga._machine import (
     SagaMachine,
     machine_for,
 )
-from saga._payload import dumps
+from saga._payload import dumps_context
 from saga._ports import (
     Move,
     Recheck,
@@ -43,7 +43,7 @@ from saga._ports import (
     TableSpec,
     VectorStore,
 )
-from saga._steps import Item, SagaContext, Step, Syncing
+from saga._steps import Item, SagaContext, Step, Syncing, UnitContext
 
 
 class Outcome(enum.Enum):
@@ -293,12 +293,14 @@ class Engine:
         store only, since in-process calls end before they return."""
         if not self.vectors.remote or not (ctx.touched is None or ctx.late_possible):
             return None
+        if isinstance(ctx, UnitContext) and not ctx.sealed:
+            return None  # an unsealed unit sent nothing
         due = self.clock.now() + dt.timedelta(seconds=RECHECK_GRACE)
         return Recheck(
             saga_id=saga.saga_id,
             definition=saga.definition,
             table=saga.table,
-            payload=dumps(ctx.op, ctx.items),
+            payload=dumps_context(ctx),
             due_at=stamp(due),
         )
 

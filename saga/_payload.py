@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from saga._ports import VectorRecord
-from saga._steps import Item
+from saga._steps import Item, SagaContext, UnitContext
 
 MAX_PAYLOAD_DEPTH = 32
 
@@ -61,7 +61,33 @@ def _vector_from_json(data: dict[str, Any] | None) -> VectorRecord | None:
 
 def dumps(op: str, items: Sequence[Item]) -> str:
     """Serialise a saga's operation and items."""
-    body = [
+    return json.dumps(
+        {"op": op, "items": _items_json(items)}, separators=(",", ":"), allow_nan=False
+    )
+
+
+def dumps_context(ctx: SagaContext) -> str:
+    """The payload of ``ctx``: a saga's, or an atomic unit's (its parts, by table)."""
+    if not isinstance(ctx, UnitContext):
+        return dumps(ctx.op, ctx.items)
+    parts = [
+        {"table": part.spec.table, "op": part.op, "items": _items_json(part.items)}
+        for part in ctx.parts
+    ]
+    body = {"op": ctx.op, "sealed": ctx.sealed, "reserved": ctx.reserved, "parts": parts}
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def loads_unit(text: str) -> tuple[bool, list[tuple[str, Any]], list[tuple[str, str, list[Item]]]]:
+    """(sealed, reserved (table, key), parts (table, op, items)) of a unit's payload."""
+    data = _parsed(text)
+    reserved = [(str(table), key) for table, key in data["reserved"]]
+    parts = [(str(p["table"]), str(p["op"]), _items_from(p["items"])) for p in data["parts"]]
+    return bool(data["sealed"]), reserved, parts
+
+
+def _items_json(items: Sequence[Item]) -> list[dict[str, Any]]:
+    return [
         {
             "key": item.key,
             "row": item.row,
@@ -73,17 +99,25 @@ def dumps(op: str, items: Sequence[Item]) -> str:
         }
         for item in items
     ]
-    return json.dumps({"op": op, "items": body}, separators=(",", ":"), allow_nan=False)
 
 
 def loads(text: str) -> tuple[str, list[Item]]:
     """Parse a payload written by ``dumps``; raise ValueError on anything else."""
+    data = _parsed(text)
+    return str(data["op"]), _items_from(data["items"])
+
+
+def _parsed(text: str) -> Any:
     try:
         data = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ValueError("payload nests too deeply") from None
     _check_depth(data, 0)
-    items = [
+    return data
+
+
+def _items_from(entries: Any) -> list[Item]:
+    return [
         Item(
             key=entry["key"],
             row=entry["row"],
@@ -93,9 +127,8 @@ def loads(text: str) -> tuple[str, list[Item]]:
             before_row=_untagged(entry["before_row"]),
             before_vector=_vector_from_json(entry["before_vector"]),
         )
-        for entry in data["items"]
+        for entry in entries
     ]
-    return str(data["op"]), items
 
 
 def _tagged(row: dict[str, Any] | None) -> dict[str, Any] | None:

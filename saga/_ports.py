@@ -183,8 +183,11 @@ class LogUnit(Protocol):
         ``taken``; with AUTOINCREMENT, above its sequence, which is moved past them (a
         key is never handed out twice, even if its saga is compensated)."""
 
-    def refuse_conflicts(self, spec: TableSpec, keys: Sequence[Key]) -> None:
-        """Raise ``SagaConflictError`` if a saga in flight holds one of ``keys``."""
+    def refuse_conflicts(
+        self, spec: TableSpec, keys: Sequence[Key], own: str | None = None
+    ) -> None:
+        """Raise ``SagaConflictError`` if a saga in flight (other than ``own``) holds one
+        of ``keys``."""
 
     def vector_versions(self, vector_ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         """Each known vector's version: changed by every saga that touches it."""
@@ -217,6 +220,21 @@ class LogUnit(Protocol):
         payload: str,
     ) -> SagaRecord:
         """T1: the saga in ``pending`` with its lease, payload and history."""
+
+    def record_unit(
+        self,
+        *,
+        saga_id: str,
+        definition: str,
+        entries: Sequence[tuple[TableSpec, str, Key]],
+        payload: str,
+        table: str,
+        held: SagaRecord | None = None,
+    ) -> SagaRecord:
+        """``record_pending`` for (table, op, key) entries of several tables; ``table``
+        names the saga's first. ``held``: the saga is already ``pending`` (an atomic unit
+        that reserved keys): its entries and payload are brought up to date, and
+        ``LeaseLostError`` raised if it is no longer this runner's."""
 
     def advance(
         self,

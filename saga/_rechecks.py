@@ -18,7 +18,8 @@ from saga._errors import SagaError
 from saga._payload import loads
 from saga._ports import Recheck
 from saga._services import Services
-from saga._steps import SagaContext
+from saga._steps import ATOMIC, SagaContext, UnitContext
+from saga._unit_context import unit_context
 
 
 def run_due(services: Services) -> tuple[list[str], dict[str, str]]:
@@ -39,22 +40,36 @@ def run_due(services: Services) -> tuple[list[str], dict[str, str]]:
 
 def _run_one(services: Services, recheck: Recheck) -> None:
     definition = services.definitions.get(recheck.definition)
-    spec = services.catalog.tracked(recheck.table)
-    op, items = loads(recheck.payload)
     with services.log.unit(recheck.saga_id) as unit:  # no saga may start on these keys
-        if definition is not None and spec is not None:
-            ids = [spec.vector_id(item.known_key) for item in items]
-            versions = unit.vector_versions(ids)
-            mine = [
-                item
-                for item, vid in zip(items, ids, strict=True)
-                if vid in versions and versions[vid][0] == recheck.saga_id
-            ]
-            ctx = SagaContext(
-                saga_id=recheck.saga_id, op=op, spec=spec, items=mine, vectors=services.vectors
-            )
+        ctx = _context(services, recheck)
+        if definition is not None and ctx is not None:
+            parts = ctx.parts if isinstance(ctx, UnitContext) else [ctx]
+            for part in parts:
+                ids = [part.vector_id(item) for item in part.items]
+                versions = unit.vector_versions(ids)
+                part.items = [
+                    item
+                    for item, vid in zip(part.items, ids, strict=True)
+                    if vid in versions and versions[vid][0] == recheck.saga_id
+                ]
             remote = [s for s in definition.steps[: definition.pivot_index] if not s.local]
-            for step in reversed(remote if mine else []):
+            for step in reversed(remote if any(part.items for part in parts) else []):
                 step.compensate(ctx)
         unit.drop_recheck(recheck.saga_id)
     logger.bind(saga_id=recheck.saga_id).info("late-write re-check done")
+
+
+def _context(services: Services, recheck: Recheck) -> SagaContext | None:
+    """The compensated saga's context from the re-check's payload (None: its table is
+    no longer tracked, so there is nothing to re-check)."""
+    if recheck.definition == ATOMIC:
+        return unit_context(
+            recheck.saga_id, recheck.payload, services.catalog.tracked, services.vectors
+        )
+    spec = services.catalog.tracked(recheck.table)
+    if spec is None:
+        return None
+    op, items = loads(recheck.payload)
+    return SagaContext(
+        saga_id=recheck.saga_id, op=op, spec=spec, items=items, vectors=services.vectors
+    )

@@ -32,7 +32,8 @@ from saga._payload import loads
 from saga._ports import SagaRecord, TableSpec
 from saga._results import RecoveryReport
 from saga._services import Services
-from saga._steps import Grouping, Item, SagaContext, Step
+from saga._steps import ATOMIC, Grouping, Item, SagaContext, Step, UnitContext
+from saga._unit_context import held_ids, unit_context
 
 Policy = Literal["resume", "compensate"]
 DEFAULT_MAX_ATTEMPTS = 5
@@ -175,8 +176,11 @@ def _settle_group(
             outcomes.append((taken.saga_id, ("unsettled", str(exc))))
             continue
         machine = machine_for(definition)
-        backward = policy == "compensate" or (
-            saga.attempts >= max_attempts and machine.can_compensate(saga.state)
+        unsealed = isinstance(ctx, UnitContext) and not ctx.sealed  # its block never ended
+        backward = (
+            policy == "compensate"
+            or unsealed
+            or (saga.attempts >= max_attempts and machine.can_compensate(saga.state))
         )
         ready.append((definition, saga, ctx, backward))
     _apply_remote_steps_together(ready)
@@ -278,6 +282,18 @@ def _context(
     record, payload = loaded if loaded is not None else (None, None)
     if record is None or payload is None:
         raise SagaError("saga has no payload to resume from", saga_id=saga.saga_id)
+    saga = attrs.evolve(saga, compensating_from=record.compensating_from)
+    if saga.definition == ATOMIC:
+        unit = unit_context(
+            saga.saga_id,
+            payload,
+            services.catalog.tracked,
+            services.vectors,
+            progress=set(record.progress),
+        )
+        if held_ids(unit) != services.log.vector_ids_of(saga.saga_id):
+            raise SagaError("payload names keys the saga does not hold", saga_id=saga.saga_id)
+        return saga, unit
     spec = specs.get(saga.table) or services.catalog.tracked(saga.table)
     if spec is None:
         raise ConfigurationError(f"table {saga.table!r} is no longer tracked", field="table")
@@ -287,7 +303,6 @@ def _context(
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SagaError(f"unreadable payload: {exc}", saga_id=saga.saga_id) from exc
     _check_keys(services, saga, spec, items)
-    saga = attrs.evolve(saga, compensating_from=record.compensating_from)
     return saga, SagaContext(
         saga_id=saga.saga_id,
         op=op,

@@ -32,6 +32,7 @@ import attrs
 from saga._ports import Key, LogUnit, Metadata, Synced, TableSpec, VectorRecord, VectorStore
 
 RESERVED_METADATA = ("sqlite_table", "sqlite_record_id", "saga_id")
+ATOMIC = "atomic"  # the definition of atomic units (see steps._unit)
 
 Versions = Callable[[list[str]], dict[str, tuple[Any, ...]]]
 
@@ -155,3 +156,27 @@ class SagaContext:
         """The items split at the vector store's request size limit."""
         size = max(1, self.vectors.max_batch_size())
         return [self.items[i : i + size] for i in range(0, len(self.items), size)]
+
+
+@attrs.define
+class UnitContext(SagaContext):
+    """An atomic unit's context: one part (a ``SagaContext``) per table and operation,
+    in the order the caller gave them; ``items`` holds every part's items. ``reserved``:
+    (table, key) of the keys reserved while the unit was open (``sealed`` False: the
+    block has not ended, so the unit can only be undone)."""
+
+    parts: list[SagaContext] = attrs.field(factory=list)
+    reserved: list[tuple[str, Key]] = attrs.field(factory=list)
+    sealed: bool = True
+
+    def part_of(self, item: Item) -> SagaContext:
+        for part in self.parts:
+            if any(mine is item for mine in part.items):
+                return part
+        raise AssertionError("the item belongs to no part of the unit")
+
+    def vector_id(self, item: Item) -> str:
+        return self.part_of(item).vector_id(item)
+
+    def new_vector(self, item: Item) -> VectorRecord:
+        return self.part_of(item).new_vector(item)

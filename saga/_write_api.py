@@ -18,6 +18,7 @@ from saga._ports import Key, TableShape, TableSpec
 from saga._results import SagaResult
 from saga._services import Services
 from saga._steps import Item
+from saga._unit import AtomicUnit
 
 
 class WriteMethods:
@@ -142,6 +143,13 @@ class WriteMethods:
         )
         _writes.register(self._services, definition)
         return self._write(definition, spec, op or definition.name, checked)
+
+    def atomic(self) -> AtomicUnit:
+        """``with runner.atomic() as unit:``: the ``unit.create/update/delete`` calls of
+        the block run as one saga when it ends, across tracked tables (``saga._unit``);
+        ``unit.create`` returns the key at once; ``unit.result`` is the ``SagaResult``."""
+        self._ensure_open()
+        return AtomicUnit(self._services)
 
     def _built(
         self, table: str, build: Callable[[TableSpec, TableShape], list[Item]]

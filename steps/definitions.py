@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from saga._machine import SagaDefinition
 from steps._rows import CommitRows
+from steps._unit import UNIT
 from steps._vectors import WriteVectors
 
 
@@ -24,4 +25,6 @@ CREATE_MANY = dual_write("create_many", "create")
 UPDATE_MANY = dual_write("update_many", "update")
 DELETE_MANY = dual_write("delete_many", "delete")
 
-DEFINITIONS = {d.name: d for d in (CREATE, UPDATE, DELETE, CREATE_MANY, UPDATE_MANY, DELETE_MANY)}
+DEFINITIONS = {
+    d.name: d for d in (CREATE, UPDATE, DELETE, CREATE_MANY, UPDATE_MANY, DELETE_MANY, UNIT)
+}

@@ -105,14 +105,17 @@ class SqliteLogUnit:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
-    def refuse_conflicts(self, spec: TableSpec, keys: Sequence[Key]) -> None:
+    def refuse_conflicts(
+        self, spec: TableSpec, keys: Sequence[Key], own: str | None = None
+    ) -> None:
         vector_ids = [spec.vector_id(key) for key in keys]
         for chunk in chunks(vector_ids):
             marks = ",".join("?" * len(chunk))
             row = self._conn.execute(
                 "SELECT vector_id, saga_id FROM vector_sync_state "
-                f"WHERE vector_id IN ({marks}) AND sync_status NOT IN (?, ?) LIMIT 1",
-                (*chunk, *sorted(TERMINAL)),
+                f"WHERE vector_id IN ({marks}) AND sync_status NOT IN (?, ?) "
+                "AND saga_id IS NOT ? LIMIT 1",
+                (*chunk, *sorted(TERMINAL), own),
             ).fetchone()
             if row is not None:
                 key = keys[vector_ids.index(row["vector_id"])]
@@ -165,12 +168,44 @@ class SqliteLogUnit:
         keys: Sequence[Key],
         payload: str,
     ) -> SagaRecord:
-        now, expiry, owner = self._lease.now(), self._lease.expiry(), self._lease.owner
-        self._conn.execute(
-            f"INSERT INTO saga_instances ({SAGA_COLUMNS}, item_count) "
-            "VALUES (?, ?, ?, ?, 0, NULL, ?, ?, ?, ?, '[]', ?)",
-            (saga_id, definition, spec.table, PENDING, owner, expiry, now, now, len(keys)),
+        entries = [(spec, op, key) for key in keys]
+        return self.record_unit(
+            saga_id=saga_id,
+            definition=definition,
+            entries=entries,
+            payload=payload,
+            table=spec.table,
         )
+
+    def record_unit(
+        self,
+        *,
+        saga_id: str,
+        definition: str,
+        entries: Sequence[tuple[TableSpec, str, Key]],
+        payload: str,
+        table: str,
+        held: SagaRecord | None = None,
+    ) -> SagaRecord:
+        now, expiry, owner = self._lease.now(), self._lease.expiry(), self._lease.owner
+        if held is None:
+            self._conn.execute(
+                f"INSERT INTO saga_instances ({SAGA_COLUMNS}, item_count) "
+                "VALUES (?, ?, ?, ?, 0, NULL, ?, ?, ?, ?, '[]', ?)",
+                (saga_id, definition, table, PENDING, owner, expiry, now, now, len(entries)),
+            )
+            self._history(saga_id, None, [(BEGIN, PENDING)], now, None)
+        else:  # an open unit's saga, still this runner's and still `pending`
+            cursor = self._conn.execute(
+                "UPDATE saga_instances SET item_count = ?, lease_expires_at = ?, updated_at = ? "
+                "WHERE saga_id = ? AND state = ? AND lease_owner IS ?",
+                (len(entries), expiry, now, saga_id, PENDING, owner),
+            )
+            if cursor.rowcount != 1:
+                raise LeaseLostError(
+                    "the unit's saga was taken over (by recovery, once its lease expired)",
+                    saga_id=saga_id,
+                )
         self._conn.executemany(
             "INSERT INTO vector_sync_state (vector_id, sqlite_table, sqlite_record_id, "
             "sync_status, saga_id, operation, created_at, updated_at) "
@@ -179,18 +214,18 @@ class SqliteLogUnit:
             "operation = excluded.operation, updated_at = excluded.updated_at",
             [
                 (spec.vector_id(key), spec.table, key, PENDING, saga_id, op, now, now)
-                for key in keys
+                for spec, op, key in entries
             ],
         )
         self._conn.execute(
-            "INSERT INTO pending_vectors (temp_id, payload, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO pending_vectors (temp_id, payload, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (temp_id) DO UPDATE SET payload = excluded.payload",
             (saga_id, payload, now),
         )
-        self._history(saga_id, None, [(BEGIN, PENDING)], now, None)
         return SagaRecord(
             saga_id=saga_id,
             definition=definition,
-            table=spec.table,
+            table=table,
             state=PENDING,
             attempts=0,
             last_error=None,
