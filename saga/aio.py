@@ -7,6 +7,8 @@
     async with await AsyncSagaRunner.open("app.db", chroma_path="app_chroma") as runner:
         await runner.track("notes")
         result = await runner.create("notes", {"id": 1, "body": "..."}, embedding=[...])
+        async with runner.atomic() as unit:  # one saga over several tables
+            key = await unit.create("summaries", {"body": "..."}, embedding=[...])
 
 **Threads underneath.** Each call runs the synchronous runner's method in a thread pool
 that the async runner owns: ``max_workers`` threads (default 8), so a thousand concurrent
@@ -35,17 +37,20 @@ import os
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from saga._clock import Clock
 from saga._config import ChromaTimeouts, LeasePolicy, Limits, RetryPolicy, SqliteOptions
 from saga._errors import SagaError, ValidationError
 from saga._machine import SagaDefinition
+from saga._results import SagaResult
 from saga._runner import SagaRunner
 from saga._services import Stores
+from saga._unit import AtomicUnit
 
 P = ParamSpec("P")
 T = TypeVar("T")
+S = TypeVar("S")  # the synchronous object a coroutine method calls
 
 DEFAULT_MAX_WORKERS = 8
 """Threads per async runner: enough to overlap Chroma's network and disk waits; SQLite
@@ -58,25 +63,30 @@ ASYNC_RUNNER_ADVICE = (
 )
 
 
+class _Threaded(Generic[S]):
+    """An object whose coroutine methods (``_threaded``) call ``_sync``'s in a thread."""
+
+    _sync: S
+
+    async def _in_thread(self, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        raise NotImplementedError
+
+
 def _threaded(
-    method: Callable[Concatenate[SagaRunner, P], T],
-) -> Callable[Concatenate[AsyncSagaRunner, P], Coroutine[Any, Any, T]]:
-    """``SagaRunner.<method>`` as a coroutine method run in the async runner's pool, with
-    the same parameters (and the same docstring, after one line saying so)."""
+    method: Callable[Concatenate[S, P], T],
+) -> Callable[Concatenate[_Threaded[S], P], Coroutine[Any, Any, T]]:
+    """``method`` as a coroutine method that runs it on ``self._sync`` in a thread of the
+    runner's pool, with the same parameters (and docstring, after one line saying so)."""
 
     @functools.wraps(method)
-    async def threaded(self: AsyncSagaRunner, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._in_thread(method, self._runner, *args, **kwargs)
+    async def threaded(self: _Threaded[S], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._in_thread(method, self._sync, *args, **kwargs)
 
-    threaded.__qualname__ = f"AsyncSagaRunner.{method.__name__}"
-    threaded.__doc__ = (
-        f"``await``-able ``SagaRunner.{method.__name__}``, run in the runner's thread "
-        f"pool.\n\n{method.__doc__ or ''}"
-    )
+    threaded.__doc__ = f"Awaitable; run in the runner's thread pool.\n\n{method.__doc__ or ''}"
     return threaded
 
 
-class AsyncSagaRunner:
+class AsyncSagaRunner(_Threaded[SagaRunner]):
     """A ``SagaRunner`` driven from asyncio (see the module's docstring).
 
     Build it with ``await AsyncSagaRunner.open(...)``, or around a runner built elsewhere
@@ -85,7 +95,7 @@ class AsyncSagaRunner:
 
     def __init__(self, runner: SagaRunner, *, max_workers: int = DEFAULT_MAX_WORKERS) -> None:
         """Drive ``runner`` (now owned: ``close`` closes it) from ``max_workers`` threads."""
-        self._runner = runner
+        self._sync = runner
         self._pool = ThreadPoolExecutor(_workers(max_workers), thread_name_prefix="saga-aio")
         self._closed = False
 
@@ -152,24 +162,30 @@ class AsyncSagaRunner:
     @property
     def sync(self) -> SagaRunner:
         """The synchronous runner underneath (its calls block: not on the event loop)."""
-        return self._runner
+        return self._sync
 
     @property
     def stores(self) -> Stores:
         """The stores the runner writes (``SagaRunner.stores``)."""
-        return self._runner.stores
+        return self._sync.stores
 
-    clock = property(lambda self: self._runner.clock, doc="The runner's clock.")
-    lease = property(lambda self: self._runner.lease, doc="Its lease policy.")
-    limits = property(lambda self: self._runner.limits, doc="Its input limits.")
+    clock = property(lambda self: self._sync.clock, doc="The runner's clock.")
+    lease = property(lambda self: self._sync.lease, doc="Its lease policy.")
+    limits = property(lambda self: self._sync.limits, doc="Its input limits.")
+
+    def atomic(self) -> AsyncAtomicUnit:
+        """``async with runner.atomic() as unit:``: ``await unit.create/update/delete``
+        collect row changes across tracked tables, run as one saga when the block ends
+        (``SagaRunner.atomic``); ``unit.result`` is then its ``SagaResult``."""
+        return AsyncAtomicUnit(self, self._sync.atomic())
 
     def register(self, definition: SagaDefinition) -> None:
         """Make a custom saga definition known (``SagaRunner.register``)."""
-        self._runner.register(definition)
+        self._sync.register(definition)
 
     def definition(self, name: str) -> SagaDefinition:
         """The saga definition registered under ``name`` (``SagaRunner.definition``)."""
-        return self._runner.definition(name)
+        return self._sync.definition(name)
 
     # -- coroutines: each the synchronous method, in a thread of the pool -------------
 
@@ -216,7 +232,7 @@ class AsyncSagaRunner:
         try:
             self._pool.shutdown(wait=True)
         finally:
-            self._runner.close()
+            self._sync.close()
 
     async def __aenter__(self) -> AsyncSagaRunner:
         return self
@@ -230,6 +246,46 @@ class AsyncSagaRunner:
         await self.close()
 
 
+class AsyncAtomicUnit(_Threaded[AtomicUnit]):
+    """``SagaRunner.atomic``'s unit for asyncio: its calls, and the saga run when the
+    ``async with`` block ends (abandoned if it raised), in the runner's pool; one call
+    at a time, in the order awaited (the unit is one saga's plan)."""
+
+    def __init__(self, runner: AsyncSagaRunner, unit: AtomicUnit) -> None:
+        self._runner = runner
+        self._sync = unit
+        self._turn = asyncio.Lock()
+
+    async def _in_thread(self, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        async with self._turn:
+            return await self._runner._in_thread(function, *args, **kwargs)
+
+    @property
+    def saga_id(self) -> str:
+        """The unit's saga."""
+        return self._sync.saga_id
+
+    @property
+    def result(self) -> SagaResult | None:
+        """The ``SagaResult``, once the block has ended without error."""
+        return self._sync.result
+
+    create = _threaded(AtomicUnit.create)
+    update = _threaded(AtomicUnit.update)
+    delete = _threaded(AtomicUnit.delete)
+
+    async def __aenter__(self) -> AsyncAtomicUnit:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._in_thread(self._sync.__exit__, exc_type, exc, tb)
+
+
 def _close_opened(opening: asyncio.Future[SagaRunner]) -> None:
     if not opening.cancelled() and opening.exception() is None:
         opening.result().close()
@@ -241,4 +297,4 @@ def _workers(max_workers: object) -> int:
     return max_workers
 
 
-__all__ = ["DEFAULT_MAX_WORKERS", "AsyncSagaRunner"]
+__all__ = ["DEFAULT_MAX_WORKERS", "AsyncAtomicUnit", "AsyncSagaRunner"]

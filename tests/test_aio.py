@@ -29,8 +29,9 @@ from saga import (
     ValidationError,
     failpoints,
 )
-from saga.aio import DEFAULT_MAX_WORKERS, AsyncSagaRunner
-from tests.conftest import rows, saga_state, stored_vectors
+from saga._unit import AtomicUnit
+from saga.aio import DEFAULT_MAX_WORKERS, AsyncAtomicUnit, AsyncSagaRunner
+from tests.conftest import rows, saga_state, sql, stored_vectors
 
 LINK_KEYS = {"saga_id", "sqlite_table", "sqlite_record_id"}  # the library's, if present
 
@@ -200,6 +201,59 @@ def test_async_with_closes_the_runner_its_pool_and_the_folder(
         assert again.row("notes", 1) is not None
 
 
+PARENT_CHILD = """
+CREATE TABLE parents (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL, vector_id TEXT);
+CREATE TABLE children (
+    id INTEGER PRIMARY KEY,
+    parent_id INTEGER NOT NULL REFERENCES parents (id),
+    body TEXT NOT NULL,
+    vector_id TEXT
+);
+"""
+
+
+def test_atomic_units_from_concurrent_tasks_are_each_one_saga(
+    db_path: Path, chroma_path: Path
+) -> None:
+    for statement in PARENT_CHILD.split(";")[:-1]:
+        sql(db_path, statement)
+
+    async def unit(runner: AsyncSagaRunner, n: int) -> tuple[int, SagaResult | None]:
+        async with runner.atomic() as atomic:
+            parent = await atomic.create("parents", {"body": f"p{n}"}, embedding=[n, 1.0, 0.0])
+            await atomic.create(
+                "children", {"id": n, "parent_id": parent, "body": f"c{n}"}, embedding=[n, 0, 1]
+            )
+        return int(parent), atomic.result
+
+    async def abandon(runner: AsyncSagaRunner) -> None:
+        async with runner.atomic() as abandoned:
+            await abandoned.create("parents", {"body": "never"}, embedding=[0, 0, 0])
+            raise RuntimeError("changed my mind")
+
+    async def main() -> list[tuple[int, SagaResult | None]]:
+        async with await _open(db_path, chroma_path) as runner:
+            await runner.track("parents", dimension=3)
+            await runner.track("children", dimension=3)
+            done = await asyncio.gather(*(unit(runner, n) for n in range(1, 21)))
+            with pytest.raises(RuntimeError, match="changed my mind"):
+                await abandon(runner)
+            assert await runner.in_flight() == []
+            assert (await runner.reconcile()).clean
+            return done
+
+    done = asyncio.run(main())
+
+    assert [r.state if r else None for _, r in done] == ["synced"] * 20
+    parents, children = rows(db_path, "parents"), rows(db_path, "children")
+    assert {p: row["body"] for p, row in parents.items()} == {
+        p: f"p{n}" for n, (p, _) in enumerate(done, 1)
+    }
+    assert {c: (row["parent_id"], row["body"]) for c, row in children.items()} == {
+        n: (p, f"c{n}") for n, (p, _) in enumerate(done, 1)
+    }
+
+
 def test_max_workers_must_be_a_positive_int(db_path: Path, chroma_path: Path) -> None:
     for bad in (0, -1, True, 2.0, "8"):
         with pytest.raises(ValidationError) as refused:
@@ -209,7 +263,7 @@ def test_max_workers_must_be_a_positive_int(db_path: Path, chroma_path: Path) ->
 
 
 def test_every_public_operation_of_the_runner_is_there_and_a_coroutine_if_it_does_io() -> None:
-    plain = {"stores", "clock", "lease", "limits", "register", "definition"}
+    plain = {"stores", "clock", "lease", "limits", "register", "definition", "atomic"}
     lifecycle = {"open", "from_stores", "close"}  # open and close are coroutines too
     public = {name for name in dir(SagaRunner) if not name.startswith("_")}
     # from_stores: AsyncSagaRunner(SagaRunner.from_stores(...)) wraps any runner.
@@ -222,6 +276,10 @@ def test_every_public_operation_of_the_runner_is_there_and_a_coroutine_if_it_doe
         ), name
     for name in ("open", "close", "__aenter__", "__aexit__"):
         assert inspect.iscoroutinefunction(getattr(AsyncSagaRunner, name)), name
+    unit = {name for name in dir(AtomicUnit) if not name.startswith("_")}
+    assert unit <= set(dir(AsyncAtomicUnit))
+    for name in sorted(unit - {"saga_id", "result"}):
+        assert inspect.iscoroutinefunction(getattr(AsyncAtomicUnit, name)), name
     sync_open = inspect.signature(SagaRunner.open).parameters
     async_open = inspect.signature(AsyncSagaRunner.open).parameters
     assert set(sync_open) <= set(async_open)
