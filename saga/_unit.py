@@ -24,7 +24,7 @@ from typing import Any
 from loguru import logger
 
 from saga import _deadline as deadline
-from saga import _items
+from saga import _items, failpoints
 from saga import _validation as check
 from saga._begin import begin_unit
 from saga._engine import Outcome
@@ -162,6 +162,7 @@ class AtomicUnit:
             )
         self._reserved = reserved
         self._used.add((spec.table, key))
+        failpoints.hit("after:reserve")
         logger.bind(saga_id=self._saga_id).debug("unit reserved {}:{}", spec.table, key)
         return key
 

@@ -1,7 +1,9 @@
 """A stateful property test: random sequences of writes, faults, crashes and recoveries.
 
 Hypothesis drives a real runner (real SQLite file, real embedded Chroma) through rules
-(create, update, delete, create_many, delete_many; the same writes with a Chroma fault
+(create, update, delete, create_many, delete_many, a create whose key SQLite assigns,
+an atomic unit of several of these, or one whose block raises; the same writes with a
+Chroma fault
 or a SQLite fault injected; a saga stranded in ``compensating``; a crash in the middle
 of a saga followed by a restart; recovery under either policy, sometimes with Chroma
 down; reconciliation) and checks, after every step, the stores against a dict model:
@@ -299,6 +301,75 @@ class SagaStateMachine(RuleBasedStateMachine):
     def batch_write(self, op: str, notes: dict[int, Note]) -> None:
         error = self.write(op, notes)
         assert error is None, error
+
+    @rule(note=NOTES)
+    def assigned_create(self, note: Note) -> None:
+        """A create without the key: SQLite's next one, never a key held or stored."""
+        held = self.locked() | set(self.model)
+        result = self.runner.create(
+            "notes", {"body": note.body}, embedding=note.embedding, document=note.document,
+            metadata=note.metadata,
+        )  # fmt: skip
+        [key] = result.keys
+        assert isinstance(key, int)
+        assert key not in held
+        self.model[key] = note
+
+    @rule(
+        writes=st.lists(
+            st.tuples(st.sampled_from(("create", "assigned", "update", "delete")), KEYS, NOTES),
+            min_size=1,
+            max_size=4,
+        ),
+        raises=st.booleans(),
+    )
+    def atomic_unit(self, writes: list[tuple[str, int, Note]], raises: bool) -> None:
+        """Several writes as one unit: all of them, or (a refusal, or an exception in
+        the block) none; a key is used once per unit."""
+        done: dict[int, Note | None] = {}
+        refused = False
+        error: BaseException | None = None
+        try:
+            with self.runner.atomic() as unit:
+                for op, key, note in writes:
+                    vector = {"embedding": note.embedding, "document": note.document}
+                    if op == "assigned":
+                        given = unit.create("notes", {"body": note.body}, **vector,
+                                            metadata=note.metadata)  # fmt: skip
+                        assert isinstance(given, int)
+                        assert given not in self.model
+                        assert given not in self.locked()
+                        done[given] = note
+                        continue
+                    if key in done:
+                        continue  # once per unit (a second use is refused: see test_atomic)
+                    refused = refused or self.refusal(op, [key]) is not None
+                    if op == "create":
+                        unit.create("notes", {"id": key, "body": note.body}, **vector,
+                                    metadata=note.metadata)  # fmt: skip
+                        done[key] = note
+                    elif op == "update":
+                        unit.update("notes", key, {"body": note.body}, **vector,
+                                    metadata=note.metadata or None)  # fmt: skip
+                        done[key] = merged(self.model[key], note) if key in self.model else note
+                    else:
+                        unit.delete("notes", key)
+                        done[key] = None
+                if raises:
+                    raise RuntimeError("the block fails")
+        except (SagaError, RuntimeError) as exc:
+            error = exc
+        event(f"atomic unit: {type(error).__name__ if error else 'ok'}")
+        if raises:
+            assert isinstance(error, RuntimeError), error
+        elif refused:
+            assert isinstance(error, SagaConflictError | RecordExistsError | RecordNotFoundError), (
+                error
+            )
+        else:
+            assert error is None, error
+            self.model.update(done)
+            self.model = {k: n for k, n in self.model.items() if n is not None}
 
     @rule(
         op=st.sampled_from(OPS),
