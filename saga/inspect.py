@@ -8,7 +8,8 @@ from typing import Any
 from saga._clock import SystemClock, parse_stamp
 from saga._errors import SagaError
 from saga._machine import TERMINAL
-from saga._payload import loads
+from saga._payload import loads, loads_unit
+from saga._steps import ATOMIC, Item
 
 
 def status(db_path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def show(db_path: str | os.PathLike[str], saga_id: str) -> dict[str, Any]:
             "created_at": saga.created_at,
             "updated_at": saga.updated_at,
             "applied_sub_batches": list(saga.progress),
-            "payload": _payload_summary(payload),
+            "payload": _payload_summary(saga.definition, payload),
             "history": log.history(saga_id),
         }
     finally:
@@ -88,17 +89,33 @@ def _unique(found: list[str], prefix: str) -> str:
     return found[0] if found else prefix
 
 
-def _payload_summary(payload: str | None) -> dict[str, Any] | None:
+def _payload_summary(definition: str, payload: str | None) -> dict[str, Any] | None:
+    """What a saga in flight holds (a settled saga's payload is gone): its operation and
+    keys, or an atomic unit's parts (table, operation, keys) and reserved keys."""
     if payload is None:
         return None
     try:
+        if definition == ATOMIC:
+            sealed, reserved, parts = loads_unit(payload)
+            return {
+                "operation": ATOMIC,
+                "sealed": sealed,
+                "reserved": [f"{table}:{key}" for table, key in reserved],
+                "parts": [
+                    {"table": table, "operation": op, **_keys(items)}
+                    for table, op, items in parts
+                ],
+                "bytes": len(payload),
+            }
         op, items = loads(payload)
     except (ValueError, KeyError, TypeError) as exc:
         return {"unreadable": str(exc)}
+    return {"operation": op, **_keys(items), "bytes": len(payload)}
+
+
+def _keys(items: list[Item]) -> dict[str, Any]:
     return {
-        "operation": op,
         "items": len(items),
         "keys": [item.key for item in items[:10]],
         "keys_truncated": len(items) > 10,
-        "bytes": len(payload),
     }

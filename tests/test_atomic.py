@@ -4,6 +4,7 @@ as one saga, all or nothing (issue 14)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from saga import (
     ValidationError,
     VectorStoreUnavailable,
 )
-from tests.conftest import rewired, sql, stored_vectors
+from tests.conftest import rewired, run_saga, sql, stored_vectors
 
 SCHEMA = """
 CREATE TABLE summaries (
@@ -303,3 +304,22 @@ def test_an_empty_unit_runs_nothing(app: SagaRunner) -> None:
     assert sql(app.stores.log.db.path, "SELECT COUNT(*) FROM saga_instances") == [(0,)]
     with pytest.raises(SagaError, match="ended"):
         unit.create("summaries", {"body": "late"}, embedding=v(1))
+
+
+def test_saga_show_names_a_units_parts_and_reserved_keys(tmp_path: Path) -> None:
+    with open_app(tmp_path) as runner:
+        unit = runner.atomic()
+        sid = unit.create("summaries", {"body": "s"}, embedding=v(1))
+        unit.update("glossary", "t", {"meaning": "m"})
+        shown = run_saga("show", unit.saga_id[:8], "--db", str(tmp_path / "app.db"), "--json")
+        assert shown.returncode == 0, shown.stderr
+        data = json.loads(shown.stdout)
+        assert (data["definition"], data["state"]) == ("atomic", "pending")
+        assert data["payload"]["sealed"] is False
+        assert data["payload"]["reserved"] == [f"summaries:{sid}"]
+        with pytest.raises(RecordNotFoundError):  # glossary 't' does not exist
+            unit.__exit__(None, None, None)
+        shown = run_saga("show", unit.saga_id, "--db", str(tmp_path / "app.db"), "--json")
+        data = json.loads(shown.stdout)
+        assert data["state"] == "failed"
+        assert [h["event"] for h in data["history"]] == ["begin", "compensate", "compensated"]
