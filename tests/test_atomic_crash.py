@@ -11,6 +11,7 @@ the ``saga_id`` each vector names), the first unless recovery may roll forward.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -24,7 +25,9 @@ from typing import Any
 import pytest
 
 from saga import RetryPolicy, SagaRunner
+from saga._engine import RECHECK_GRACE
 from tests._unit_worker import open_runner
+from tests.conftest import rewired
 
 ROOT = Path(__file__).resolve().parent.parent
 FAILS_PIVOT = "sqlite.commit_rows=raise:sqlite-ioerror"
@@ -132,3 +135,57 @@ def test_the_clean_run_changed_both_tables(states: dict[str, Any]) -> None:
         retry=RetryPolicy.disabled(),
     ) as runner:
         assert runner.reconcile().clean
+
+
+class _AsIfRemote:
+    """The real embedded store, reporting itself remote: a write sent may land late."""
+
+    remote = True
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _Later:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.seconds)
+
+
+def test_a_unit_compensated_by_recovery_is_rechecked_for_late_writes(
+    states: dict[str, Any], tmp_path: Path
+) -> None:
+    """Recovery cannot know whether a dead unit's requests are still on their way, so
+    with a remote store its compensation schedules a re-check over every part; a write
+    landing meanwhile is undone once the grace period is over."""
+    crashed = tmp_path / "crashed"
+    shutil.copytree(states["base"] / "seeded", crashed)
+    assert worker("unit", crashed, "after:write_vectors=kill") == -signal.SIGKILL
+    with open_runner(crashed) as runner:
+        landed = {
+            table: runner.stores.vectors.get(table, [f"{table}:2"], embeddings=True)
+            for table in ("summaries", "constraints")
+        }
+        assert all(len(records) == 1 for records in landed.values())
+        remote = rewired(runner, vectors=_AsIfRemote(runner.stores.vectors))
+        report = remote.recover(policy="compensate")
+        assert len(report.compensated_ids) == 1
+        for table, records in landed.items():  # the late arrivals
+            runner.stores.vectors.upsert(table, list(records.values()))
+        assert remote.recover().rechecked_ids == ()  # not due yet
+    later = SagaRunner.open(
+        crashed / "app.db",
+        chroma_path=crashed / "chroma",
+        clock=_Later(RECHECK_GRACE + 1),
+        retry=RetryPolicy.disabled(),
+    )
+    with later:
+        late = rewired(later, vectors=_AsIfRemote(later.stores.vectors))
+        assert late.recover().rechecked_ids == report.compensated_ids
+        assert late.reconcile().clean
+    assert snapshot(crashed) == states["old"]
