@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from saga import _reads
+from saga._background import BackgroundRecovery, checked_interval
 from saga._clock import Clock, SystemClock
 from saga._config import ChromaTimeouts, LeasePolicy, Limits, RetryPolicy, SqliteOptions
 from saga._machine import SagaDefinition
@@ -44,6 +45,7 @@ class SagaRunner(WriteMethods):
     def __init__(self, services: Services) -> None:  # private: see open, from_stores
         self._services = services
         self._closed = False
+        self._background: BackgroundRecovery | None = None  # see open(recover_every=)
 
     @classmethod
     def open(
@@ -61,6 +63,7 @@ class SagaRunner(WriteMethods):
         sqlite: SqliteOptions | None = None,
         limits: Limits | None = None,
         create: bool = True,
+        recover_every: float | None = None,
     ) -> SagaRunner:
         """Open (``create``: and set up) the saga log in ``db_path`` and connect Chroma.
 
@@ -68,9 +71,15 @@ class SagaRunner(WriteMethods):
         this process already opened on the folder), a server at
         ``chroma_host``/``chroma_port``, or the embedded ``PersistentClient`` at
         ``chroma_path`` (default: ``<db_path>.chroma`` beside the database).
+
+        ``recover_every=SECONDS`` runs recovery in a daemon thread: one pass at once (so
+        the sagas a dead run left are settled moments after opening, without ``open``
+        waiting for it), then one every SECONDS until ``close``. It takes only sagas
+        whose owner is gone, never this runner's (see ``saga._background``).
         """
         from saga._compose import open_stores  # noqa: PLC0415 - the composition root
 
+        every = checked_interval(recover_every)  # refused before anything is opened
         clock = clock or SystemClock()
         lease = lease or LeasePolicy()
         stores = open_stores(
@@ -86,7 +95,10 @@ class SagaRunner(WriteMethods):
             sqlite=sqlite or SqliteOptions(),
             create=create,
         )
-        return cls.from_stores(stores, clock=clock, lease=lease, limits=limits)
+        runner = cls.from_stores(stores, clock=clock, lease=lease, limits=limits)
+        if every is not None:
+            runner._background = BackgroundRecovery(runner._services, every).start()
+        return runner
 
     @classmethod
     def from_stores(
@@ -270,10 +282,18 @@ class SagaRunner(WriteMethods):
     # -- lifecycle --------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the SQLite connections and release the Chroma folder."""
+        """Close the SQLite connections and release the Chroma folder; first stop the
+        background recovery (``recover_every``), waiting a bounded time for a running
+        pass (``saga._background.CLOSE_WAIT``; past it, the pass closes them when done)."""
         if self._closed:
             return
         self._closed = True
+        if self._background is None:
+            self._close_stores()
+        else:
+            self._background.stop(self._close_stores)
+
+    def _close_stores(self) -> None:
         self._services.vectors.close()
         self._services.log.close()
 
