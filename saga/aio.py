@@ -116,6 +116,7 @@ class AsyncSagaRunner(_Threaded[SagaRunner]):
         sqlite: SqliteOptions | None = None,
         limits: Limits | None = None,
         create: bool = True,
+        recover_every: float | None = None,
     ) -> AsyncSagaRunner:
         """``SagaRunner.open`` with the same arguments (run in a thread), and a pool of
         ``max_workers`` threads to run its calls."""
@@ -138,6 +139,7 @@ class AsyncSagaRunner(_Threaded[SagaRunner]):
                 sqlite=sqlite,
                 limits=limits,
                 create=create,
+                recover_every=recover_every,
             )
         )
         try:

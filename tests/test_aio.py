@@ -262,6 +262,18 @@ def test_max_workers_must_be_a_positive_int(db_path: Path, chroma_path: Path) ->
     assert not chroma_path.exists()  # refused before anything was opened
 
 
+def test_open_passes_recover_every_on(db_path: Path, chroma_path: Path) -> None:
+    with pytest.raises(ValidationError) as refused:
+        asyncio.run(AsyncSagaRunner.open(db_path, chroma_path=chroma_path, recover_every=-1))
+    assert refused.value.field == "recover_every"
+
+    async def main() -> None:
+        async with await _open(db_path, chroma_path, recover_every=60) as runner:
+            assert (await _create(runner, 1)).state == "synced"
+
+    asyncio.run(main())  # and closing stops the background recovery
+
+
 def test_every_public_operation_of_the_runner_is_there_and_a_coroutine_if_it_does_io() -> None:
     plain = {"stores", "clock", "lease", "limits", "register", "definition", "atomic"}
     lifecycle = {"open", "from_stores", "close"}  # open and close are coroutines too
