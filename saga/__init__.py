@@ -30,6 +30,7 @@ from saga._errors import (
     VectorStoreUnavailable,
     VectorStoreUnreadable,
 )
+from saga._log import log_to_stdlib
 from saga._machine import (
     COMPENSATING,
     FAILED,
@@ -106,4 +107,5 @@ __all__ = [
     "VectorStoreTimeout",
     "VectorStoreUnavailable",
     "VectorStoreUnreadable",
+    "log_to_stdlib",
 ]

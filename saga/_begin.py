@@ -13,10 +13,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from loguru import logger
-
 from saga import failpoints
 from saga._errors import SagaConflictError
+from saga._log import logger
 from saga._machine import SagaDefinition
 from saga._payload import dumps, dumps_context
 from saga._ports import LogUnit, SagaLog, SagaRecord, TableSpec, VectorStore
@@ -40,6 +39,7 @@ def begin(
     spec: TableSpec,
     op: str,
     items: list[Item],
+    saga_id: str | None = None,
 ) -> tuple[SagaRecord, SagaContext]:
     """T1: check preconditions, record before-images and intent as ``pending``.
 
@@ -47,7 +47,7 @@ def begin(
     SQLite's write lock, so a slow Chroma never keeps other writers out. If a
     vector read that way was touched by another saga before ``pending`` could be
     recorded, the reads are made again (``PRELOAD_ATTEMPTS`` in all)."""
-    saga_id = str(uuid.uuid4())
+    saga_id = saga_id or str(uuid.uuid4())
     keys = [item.key for item in items]
     preloads = [step for step in definition.steps if isinstance(step, Preloading)]
     for attempt in range(PRELOAD_ATTEMPTS):

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-from loguru import logger
 
 from saga import failpoints
 from saga._begin import begin
 from saga._clock import Clock, parse_stamp, stamp
 from saga._config import LeasePolicy
 from saga._errors import LeaseLostError, SagaError
+from saga._log import logger
 from saga._machine import (
     COMPENSATE,
     COMPENSATED,
@@ -103,10 +103,11 @@ class Engine:
         spec: TableSpec,
         op: str,
         items: list[Item],
+        saga_id: str | None = None,
     ) -> tuple[SagaRecord, SagaContext]:
         """T1: check preconditions, record before-images and intent as ``pending``
         (see ``saga._begin``)."""
-        return begin(self.log, self.vectors, definition, spec, op, items)
+        return begin(self.log, self.vectors, definition, spec, op, items, saga_id)
 
     def drive(
         self,

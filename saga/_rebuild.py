@@ -18,10 +18,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from loguru import logger
-
 from saga import failpoints
 from saga._errors import SagaError, ValidationError
+from saga._log import logger
 from saga._ports import Key
 from saga._recovery import DEFAULT_MAX_ATTEMPTS, recover
 from saga._results import RebuildReport

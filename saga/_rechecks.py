@@ -11,10 +11,10 @@ lock, each vector's sync state must still name the saga (no later saga wrote the
 
 from __future__ import annotations
 
-from loguru import logger
-
+from saga import _log as log
 from saga._clock import stamp
 from saga._errors import SagaError
+from saga._log import logger
 from saga._payload import loads
 from saga._ports import Recheck
 from saga._services import Services
@@ -29,7 +29,8 @@ def run_due(services: Services) -> tuple[list[str], dict[str, str]]:
     errors: dict[str, str] = {}
     for recheck in services.log.due_rechecks(stamp(services.clock.now())):
         try:
-            _run_one(services, recheck)
+            with log.context(recheck.saga_id, recheck.table):
+                _run_one(services, recheck)
         except (SagaError, ValueError, KeyError, TypeError) as exc:
             errors[recheck.saga_id] = f"late-write re-check: {exc}"
             logger.bind(saga_id=recheck.saga_id).warning("re-check failed: {}", exc)

@@ -21,15 +21,16 @@ from pathlib import Path
 from typing import Literal
 
 import attrs
-from loguru import logger
 
+from saga import _log as log
 from saga import _rechecks as rechecks
 from saga._clock import parse_stamp, stamp
 from saga._engine import Outcome, Settled
 from saga._errors import ConfigurationError, LeaseLostError, SagaError, ValidationError
+from saga._log import logger
 from saga._machine import COMPENSATING, SagaDefinition, machine_for
 from saga._payload import loads
-from saga._ports import SagaRecord, TableSpec
+from saga._ports import Key, SagaRecord, TableSpec
 from saga._results import RecoveryReport
 from saga._services import Services
 from saga._steps import ATOMIC, Grouping, Item, SagaContext, Step, UnitContext
@@ -234,10 +235,14 @@ def _drive_one(
     ctx: SagaContext,
     backward: bool,
 ) -> tuple[str, str | None]:
+    keys: list[Key | None] = [item.key for item in ctx.items]
+    if isinstance(ctx, UnitContext) and not ctx.sealed:
+        keys = [key for _table, key in ctx.reserved]
     try:
-        settled = services.engine.drive(
-            definition, saga, ctx, compensate=backward, leave_transient=True
-        )
+        with log.context(saga.saga_id, _tables(ctx), keys):
+            settled = services.engine.drive(
+                definition, saga, ctx, compensate=backward, leave_transient=True
+            )
     except LeaseLostError as exc:
         return "skipped", str(exc)
     except SagaError as exc:
@@ -245,6 +250,14 @@ def _drive_one(
         return "unsettled", str(exc)
     logger.bind(saga_id=saga.saga_id).info("recovered saga: {}", settled.outcome.value)
     return _bucket(services, settled)
+
+
+def _tables(ctx: SagaContext) -> str:
+    """The table a saga writes, or an atomic unit's tables."""
+    if isinstance(ctx, UnitContext):
+        names = [part.spec.table for part in ctx.parts] or [t for t, _ in ctx.reserved]
+        return ",".join(dict.fromkeys(names))
+    return ctx.spec.table
 
 
 def _bucket(services: Services, settled: Settled) -> tuple[str, str | None]:

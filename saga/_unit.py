@@ -21,15 +21,15 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from loguru import logger
-
 from saga import _deadline as deadline
 from saga import _items, failpoints
+from saga import _log as log
 from saga import _validation as check
 from saga._begin import begin_unit
 from saga._engine import Outcome
 from saga._errors import SagaError, ValidationError
 from saga._items import same_dimension
+from saga._log import logger
 from saga._payload import dumps_context
 from saga._ports import Key, SagaRecord, TableSpec
 from saga._results import SagaResult
@@ -208,7 +208,12 @@ class AtomicUnit:
             if part.spec.dimension is None:
                 same_dimension(part.items)
         definitions = services.definitions
-        with deadline.scope(services.vectors.call_deadline):
+        tables = ",".join(dict.fromkeys(part.spec.table for part in self._parts))
+        keys = [item.key for item in ctx.items]
+        with (
+            deadline.scope(services.vectors.call_deadline),
+            log.context(self._saga_id, tables, keys),
+        ):
             try:
                 saga = begin_unit(services.log, definitions, definitions[ATOMIC], ctx, self._held)
             except SagaError:

@@ -7,9 +7,10 @@ repairs, so every write settles the same way: ``SagaResult`` once synced,
 
 from __future__ import annotations
 
-from loguru import logger
+import uuid
 
 from saga import _deadline as deadline
+from saga import _log as log
 from saga._engine import Outcome, Settled
 from saga._errors import (
     CompensationError,
@@ -19,6 +20,7 @@ from saga._errors import (
     StoreError,
 )
 from saga._items import same_dimension
+from saga._log import logger
 from saga._machine import SagaDefinition
 from saga._ports import SagaRecord, TableSpec
 from saga._results import SagaResult
@@ -32,11 +34,14 @@ def run(
     """Begin, drive, and turn the outcome into a result or a loud error."""
     if spec.dimension is None:
         same_dimension(items)
-    with deadline.scope(services.vectors.call_deadline):
-        saga, ctx = services.engine.begin(definition, spec, op, items)
-        settled = services.engine.drive(definition, saga, ctx)
-    if settled.outcome is Outcome.UNSETTLED:
-        let_go(services, settled.saga)
+    saga_id = str(uuid.uuid4())
+    given = [item.key for item in items if item.key is not None]
+    with deadline.scope(services.vectors.call_deadline), log.context(saga_id, spec.table, given):
+        saga, ctx = services.engine.begin(definition, spec, op, items, saga_id)
+        with log.context(saga_id, spec.table, [item.key for item in ctx.items]):
+            settled = services.engine.drive(definition, saga, ctx)
+            if settled.outcome is Outcome.UNSETTLED:
+                let_go(services, settled.saga)
     if settled.outcome is Outcome.SYNCED and spec.dimension is None and ctx.items:
         services.tables.learn_dimension(spec, ctx.items[0].embedding)
     return answer(settled, ctx)

@@ -102,8 +102,7 @@ def _payload_summary(definition: str, payload: str | None) -> dict[str, Any] | N
                 "sealed": sealed,
                 "reserved": [f"{table}:{key}" for table, key in reserved],
                 "parts": [
-                    {"table": table, "operation": op, **_keys(items)}
-                    for table, op, items in parts
+                    {"table": table, "operation": op, **_keys(items)} for table, op, items in parts
                 ],
                 "bytes": len(payload),
             }

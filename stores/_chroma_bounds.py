@@ -15,8 +15,9 @@
   local disk): there is no network to stall, and a thread deadline could not stop the
   call, only abandon it, so the write would land *after* the saga had decided it failed
   (and compensated), which is exactly the ambiguity the adapter exists to settle.
-- **Retries**: transient errors are retried with ``stamina`` (exponential backoff with
-  jitter) per ``RetryPolicy`` (``retrying``); every attempt is cut so the whole retried
+- **Retries**: transient errors are retried (exponential backoff with jitter) per
+  ``RetryPolicy`` (``saga._retry.retrying``, each retry a line of the library's log);
+  every attempt is cut so the whole retried
   call ends within ``max(RetryPolicy.timeout, ChromaTimeouts.call)`` seconds (``Budget``).
   Retrying a write is safe: ``upsert`` under a deterministic id and ``delete`` by id are
   idempotent.
@@ -33,12 +34,12 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import httpx
-import stamina
 
 from saga import _deadline as deadline
 from saga import failpoints
 from saga._config import ChromaTimeouts, RetryPolicy
 from saga._errors import VectorStoreError, VectorStoreTimeout
+from saga._retry import retrying
 from stores._chroma_errors import Attempts, translate
 
 T = TypeVar("T")
@@ -107,27 +108,7 @@ class Budget:
         return left
 
 
-def retrying(policy: RetryPolicy, attempt: Callable[[], T]) -> T:
-    """``attempt``, retried on transient errors with backoff and jitter (``stamina``).
-
-    The policy is explicit, so nothing here depends on stamina's global testing mode.
-    """
-    if policy.attempts <= 1:
-        return attempt()
-    attempts = stamina.retry_context(
-        on=_is_transient,
-        attempts=policy.attempts,
-        timeout=policy.timeout,
-        wait_initial=policy.wait_initial,
-        wait_max=policy.wait_max,
-    )
-    for retry_attempt in attempts:
-        with retry_attempt:
-            return attempt()
-    raise AssertionError("unreachable: stamina re-raises the last error")
-
-
-def _is_transient(exc: Exception) -> bool:
+def is_transient(exc: Exception) -> bool:
     return isinstance(exc, VectorStoreError) and exc.transient and not isinstance(exc, BudgetSpent)
 
 
@@ -162,7 +143,7 @@ def bounded_call(
         return result
 
     try:
-        return retrying(retry, attempt)
+        return retrying(retry, attempt, is_transient, f"Chroma {point}")
     except VectorStoreError as error:
         error.sent = attempts.reached  # for every attempt, not just the last
         error.ambiguous = attempts.ambiguous

@@ -35,7 +35,8 @@ from saga._errors import (
     VectorStoreUnavailable,
     VectorStoreUnreadable,
 )
-from stores._chroma_bounds import Budget, retrying, translated, within
+from saga._retry import retrying
+from stores._chroma_bounds import Budget, is_transient, translated, within
 from stores._chroma_errors import translate
 from stores._chroma_lock import EmbeddedLock
 from stores.sqlite import make_private_folder
@@ -115,6 +116,8 @@ def connect_http(host: str, port: int, *, retry: RetryPolicy, timeouts: ChromaTi
             "connect",
             lambda: translated(connect, remote=True),
         ),
+        is_transient,
+        f"Chroma connect to {host}:{port}",
     )
 
 

@@ -49,9 +49,18 @@ def translate(
     commit``, ``sqlite read``)."""
     text = str(exc)
     transient = isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+    hint = LOCKED_HINT if transient else ""
     return SqliteStoreError(
-        f"SQLite: {text}", saga_id=saga_id, transient=transient, operation=operation
+        f"SQLite: {text}{hint}", saga_id=saga_id, transient=transient, operation=operation
     )
+
+
+LOCKED_HINT = (
+    " (another connection held SQLite's write lock for the whole busy timeout; if it is"
+    " your application's own, in a transaction still open around this call, such as"
+    " `with conn:` after an INSERT, commit it first, or make that write part of the saga"
+    " with runner.atomic())"
+)
 
 
 @contextlib.contextmanager

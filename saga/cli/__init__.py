@@ -12,7 +12,6 @@ depends on import order. ``python -m saga`` and ``python -m saga.cli`` run ``mai
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
@@ -34,9 +33,6 @@ __all__ = ["EXIT_OK", "EXIT_STORE", "EXIT_UNRESOLVED", "EXIT_USAGE", "cli", "mai
 def cli(verbose: bool) -> None:
     """Crash-safe dual writes to SQLite and ChromaDB: inspect, recover, reconcile."""
     logger.remove()
-    # stamina reports each scheduled retry through stdlib logging, which prints to
-    # stderr when nothing is configured: the reports below already say what failed.
-    logging.getLogger("stamina").setLevel(logging.DEBUG if verbose else logging.ERROR)
     if verbose:
         logger.add(sys.stderr, level="DEBUG")
         logger.enable("saga")

@@ -4,13 +4,11 @@ SIGKILL themselves mid-saga. Each is reported with what the stores hold afterwar
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -72,7 +70,7 @@ def inject_faults(runner: SagaRunner, plan: Plan, tally: Tally, console: Console
 def _run_fault(runner: SagaRunner, fault: _Fault, tally: Tally) -> list[str]:
     """One fault: armed, attempted, tallied, and checked in both stores afterwards."""
     tries_before = _tries(fault.spec)
-    with failpoints.armed(fault.spec), _quiet_retries():
+    with failpoints.armed(fault.spec):
         attempt = _attempt(fault.write)
     tries = _tries(fault.spec) - tries_before
     tally.settle(attempt.bucket, fault.op, len(fault.records), attempt.saga_id)
@@ -135,19 +133,6 @@ def _faults(runner: SagaRunner, plan: Plan) -> list[_Fault]:
             drawn=True,
         ),
     ]
-
-
-@contextmanager
-def _quiet_retries() -> Iterator[None]:
-    """Mute stamina's "retry_scheduled" warnings: the fault table reports the tries, and
-    stray lines on stderr would cut through it."""
-    stamina_log = logging.getLogger("stamina")
-    level = stamina_log.level
-    stamina_log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        stamina_log.setLevel(level)
 
 
 def _tries(spec: str) -> int:
