@@ -29,9 +29,8 @@ import math
 import threading
 from collections.abc import Callable
 
-from loguru import logger
-
 from saga._errors import SagaError, ValidationError
+from saga._log import logger
 from saga._recovery import DEFAULT_MAX_ATTEMPTS, Policy, recover
 from saga._results import RecoveryReport
 from saga._services import Services

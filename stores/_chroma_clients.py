@@ -30,6 +30,7 @@ from chromadb.config import Settings
 from saga import failpoints
 from saga._config import ChromaTimeouts, RetryPolicy
 from saga._errors import (
+    ConfigurationError,
     VectorStoreError,
     VectorStoreTimeout,
     VectorStoreUnavailable,
@@ -67,6 +68,12 @@ def open_embedded(folder: Path) -> Any:
         raise
     except Exception as exc:
         EmbeddedLock.release(folder)
+        if "already exists" in str(exc) and "different settings" in str(exc):
+            raise ConfigurationError(
+                f"this process already has a Chroma client on {folder} (opened with other "
+                "settings): pass that client as SagaRunner.open(..., chroma_client=client)",
+                field="chroma_path",
+            ) from exc
         raise translate(exc, remote=False) from exc
     return client
 

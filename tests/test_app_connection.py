@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from saga import DataIntegrityError, RetryPolicy, SagaRunner, SqliteOptions, SqliteStoreError
+from saga import (
+    ConfigurationError,
+    DataIntegrityError,
+    RetryPolicy,
+    SagaRunner,
+    SqliteOptions,
+    SqliteStoreError,
+)
 from tests.conftest import make_db, rows, vec
 
 
@@ -78,3 +85,18 @@ def test_the_file_is_in_wal_mode_and_saga_writes_enforce_foreign_keys(tmp_path: 
         check.close()
         with pytest.raises(DataIntegrityError, match="FOREIGN KEY"):
             runner.create("children", {"id": 2, "parent_id": 99}, embedding=vec(1))
+
+
+def test_a_folder_this_process_already_opened_names_chroma_client(tmp_path: Path) -> None:
+    import chromadb  # noqa: PLC0415 - the application's own client
+
+    db = make_db(tmp_path / "app.db")
+    client = chromadb.PersistentClient(path=str(tmp_path / "chroma"))
+    with pytest.raises(ConfigurationError) as refused:
+        SagaRunner.open(db, chroma_path=tmp_path / "chroma")
+    assert refused.value.field == "chroma_path"
+    assert "chroma_client=" in str(refused.value)
+    with SagaRunner.open(db, chroma_client=client) as runner:  # as the error says
+        runner.track("notes")
+        runner.create("notes", {"id": 1, "body": "b"}, embedding=vec(1))
+        assert runner.reconcile().clean
