@@ -63,6 +63,12 @@ class _Findings:
         self.rows = 0
         self.vectors = 0
 
+    def add(self, other: _Findings) -> None:
+        for name in ("orphans", "missing", "drift", "fixed", "unfixable", "backfilled"):
+            getattr(self, name).extend(getattr(other, name))
+        self.rows += other.rows
+        self.vectors += other.vectors
+
 
 class _Tally:
     """Which rows the vector pass saw linked to their vector, in constant memory.
@@ -123,11 +129,13 @@ def reconcile(
     found = _Findings()
     for spec in services.tables.all():
         tally = _Tally()
-        _scan_vectors(services, spec, found, tally, page_size, progress)
-        _scan_rows(services, spec, found, tally, page_size, progress)
+        table = _Findings()  # fixed per table: its ids are its collection's
+        _scan_vectors(services, spec, table, tally, page_size, progress)
+        _scan_rows(services, spec, table, tally, page_size, progress)
         if fix:
-            _fix(services, spec, found, rebuild)
-            found.backfilled.extend(keep_from_chroma(services, spec, page_size))
+            _fix(services, spec, table, rebuild)
+            table.backfilled.extend(keep_from_chroma(services, spec, page_size))
+        found.add(table)
     # A saga that began during the scan may have had vectors skipped too.
     for saga_id, stuck in _sagas_in_flight(services, stuck_after).items():
         in_flight[saga_id] = in_flight.get(saga_id, False) or stuck
@@ -270,13 +278,21 @@ def _rows_pointing_at(rows: Any, spec: TableSpec, page: Sequence[VectorRecord]) 
 def _fix(services: Services, spec: TableSpec, found: _Findings, rebuild: Rebuild | None) -> None:
     """Orphans deleted; drifted and missing vectors written back from the log's copy,
     or else rewritten through update sagas (a vector the log does not keep)."""
-    found.fixed.extend(_delete_orphans(services, spec, found.orphans))
+    deleted = _delete_orphans(services, spec, found.orphans)
     wrong = [*found.drift, *found.missing]
     restored, left = restore_from_log(services, spec, [vector_id for vector_id, _ in wrong])
     found.fixed.extend(restored)
     for vector_id, key in wrong:
         if vector_id in left:
             _rewrite(services, spec, vector_id, key, found, rebuild)
+    # An orphan a row still named (under an id of the application's own) is free once
+    # that row's vector has been rewritten under its library id: delete it now, so that
+    # one pass converges. One still named by a row is left, and said so.
+    kept = set(deleted)
+    deleted += _delete_orphans(services, spec, [v for v in found.orphans if v not in kept])
+    found.fixed.extend(deleted)
+    kept = set(deleted)
+    found.unfixable.extend(v for v in found.orphans if v not in kept)
 
 
 def _delete_orphans(services: Services, spec: TableSpec, orphans: list[str]) -> list[str]:
