@@ -211,6 +211,7 @@ def figures(result: dict[str, Any]) -> list[Figure]:
 
     ingest_s = [r["seconds"] for r in ingest]
     rebuild_s = [r["seconds"] for r in rebuilt]
+    outside = [r["seconds"] - r["phases"]["chroma_upsert_s"] for r in rebuilt]
     return [
         context(
             f"write {n:,} records (create_many of 1,000)", "saga", "s", [result["build_seconds"]]
@@ -233,6 +234,17 @@ def figures(result: dict[str, Any]) -> list[Figure]:
             paired=[r / i for r, i in zip(rebuild_s, ingest_s, strict=True)],
             target=TIME_TARGET,
             target_text=f"<= {TIME_TARGET:.2f}x ingest",
+            ratio_of="baseline",
+        ),
+        Figure(
+            "rebuild",
+            "time outside chromadb's upsert",
+            "saga",
+            "s",
+            n,
+            outside,
+            baseline=statistics.median(ingest_s),
+            paired=[o / i for o, i in zip(outside, ingest_s, strict=True)],
             ratio_of="baseline",
         ),
         context("loaded collection: RSS", "chroma", "MB", [loaded]),
@@ -266,9 +278,10 @@ def breakdown(result: dict[str, Any]) -> list[str]:
         p = run["phases"]
         lines.append(
             f"Rebuild round {number + 1}: {run['seconds']:.2f} s = reading pages from SQLite "
-            f"{p['read_sql_s']:.2f} + decoding {p['decode_s']:.2f} + adapter (lists, dicts) "
-            f"{p['adapter_s']:.2f} + chromadb upsert {p['chroma_upsert_s']:.2f} + other "
-            f"(settling, rows without a kept vector) {p['other_s']:.2f}; {run['pages']} pages; "
+            f"{p['read_sql_s']:.2f} + decoding {p['decode_s']:.2f} + adapter (lists, dicts, "
+            f"collection lookup) {p['adapter_s']:.2f} + chromadb upsert "
+            f"{p['chroma_upsert_s']:.2f} + other (settling, rows without a kept vector) "
+            f"{p['other_s']:.2f}; {run['pages']} pages; "
             f"Chroma ingest of the same round: {ingest['seconds']:.2f} s in "
             f"{len(ingest['rss_by_batch_mb'])} batches of {ingest['batch']:,}."
         )
@@ -313,7 +326,10 @@ def method(records_count: int, rounds: int) -> list[str]:
         "of client.get_max_batch_size(); only the upsert calls timed. Rebuild: "
         "runner.rebuild() timed whole (settling sagas, paging the log, decoding, upserting, "
         "the check for rows with no kept vector). Ratio = median over rounds of rebuild / "
-        f"ingest of the same round; target {TIME_TARGET:.1f}x.",
+        f"ingest of the same round; target {TIME_TARGET:.1f}x. Time outside chromadb's "
+        "upsert: the rebuild's time minus its calls to chromadb's Collection.upsert (wrapped "
+        "in the child, as are the log's page reads and decoding, for the breakdown): the "
+        "library's own share, which Chroma's noise does not blur.",
         "Rebuild, memory: peak RSS = VmHWM of each process, reset when its work starts "
         "(everything imported and the stores open before). Loaded collection = RSS of a "
         "third fresh process that opened the rebuilt folder through SagaRunner.open and "
