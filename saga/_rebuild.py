@@ -27,6 +27,9 @@ from saga._results import RebuildReport
 from saga._services import Services
 
 PAGE_ROWS = 1000  # rows read per SQLite transaction while looking for unkept vectors
+# Vectors per upsert: the page's Python floats and Chroma's working memory grow with the
+# request, and Chroma's time per vector hardly changes (see bench/rebuild.py).
+PAGE_VECTORS = 1000
 
 
 def rebuild(
@@ -57,7 +60,7 @@ def rebuild(
         )
     rebuilt = 0
     missing: list[str] = []
-    size = max(1, page_size or services.vectors.max_batch_size())
+    size = max(1, page_size or min(PAGE_VECTORS, services.vectors.max_batch_size()))
     for spec in specs:
         after: str | None = None
         while True:
