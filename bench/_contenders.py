@@ -35,7 +35,8 @@ class Contender(Protocol):
 
 
 class Unprotected:
-    """The same Chroma upsert and the same SQLite INSERT/commit, with no saga.
+    """The same Chroma upsert and the same SQLite INSERT/commit, with no saga: the code
+    a user has today, storing the caller's metadata only.
 
     The collection object is looked up once and reused (the best the library can do);
     SQLite is WAL with ``synchronous=FULL``, one commit per write.
@@ -43,6 +44,9 @@ class Unprotected:
 
     name = "unprotected"
     supports = ALL_OPS
+
+    def metadata(self, record: Record) -> dict[str, Any]:
+        return record.metadata
 
     def open(self, folder: Path) -> None:
         self.conn: sqlite3.Connection = app_connection(make_app_db(folder / "app.db"))
@@ -55,7 +59,7 @@ class Unprotected:
             ids=[record.vector_id],
             embeddings=[record.embedding],
             documents=[record.document],
-            metadatas=[record.linked_metadata()],
+            metadatas=[self.metadata(record)],
         )
         self.conn.execute(
             f"INSERT INTO {TABLE} (id, body, vector_id) VALUES (?, ?, ?)",
@@ -68,7 +72,7 @@ class Unprotected:
             ids=[record.vector_id],
             embeddings=[record.embedding],
             documents=[record.document],
-            metadatas=[record.linked_metadata()],
+            metadatas=[self.metadata(record)],
         )
         self.conn.execute(f"UPDATE {TABLE} SET body = ? WHERE id = ?", (record.body, record.key))
         self._commit()
@@ -85,7 +89,7 @@ class Unprotected:
                 ids=[r.vector_id for r in part],
                 embeddings=[r.embedding for r in part],
                 documents=[r.document for r in part],
-                metadatas=[r.linked_metadata() for r in part],
+                metadatas=[self.metadata(r) for r in part],
             )
         self.conn.executemany(
             f"INSERT INTO {TABLE} (id, body, vector_id) VALUES (?, ?, ?)",
@@ -98,6 +102,16 @@ class Unprotected:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class UnprotectedLinked(Unprotected):
+    """The unprotected write storing two link keys beside the caller's metadata (the
+    bench's baseline before issue 17): the second view, for comparison."""
+
+    name = "unprotected+links"
+
+    def metadata(self, record: Record) -> dict[str, Any]:
+        return record.linked_metadata()
 
 
 class Floor(Unprotected):

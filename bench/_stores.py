@@ -25,9 +25,11 @@ def make_app_db(path: Path) -> Path:
     return path
 
 
-def app_connection(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+def app_connection(
+    path: Path, synchronous: str = "FULL", *, check_same_thread: bool = True
+) -> sqlite3.Connection:
     """A plain connection as an application would open it: WAL, ``synchronous=FULL``."""
-    conn = sqlite3.connect(path)
+    conn = sqlite3.connect(path, check_same_thread=check_same_thread)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=5000")

@@ -122,9 +122,7 @@ class LangChainIndex:
 
     def _run(self, batch: Sequence[Record]) -> None:
         self.embeddings.remember(batch)
-        docs = [
-            self._document(page_content=r.document, metadata=r.linked_metadata()) for r in batch
-        ]
+        docs = [self._document(page_content=r.document, metadata=r.metadata) for r in batch]
         result = self._index(
             docs,
             self.manager,
@@ -227,15 +225,12 @@ class DbosWorkflow:
             record.body,
             record.embedding,
             record.document,
-            record.linked_metadata(),
+            record.metadata,
         )
 
     def create_batch(self, batch: Sequence[Record]) -> None:
         self.many(
-            [
-                (r.vector_id, r.key, r.body, r.embedding, r.document, r.linked_metadata())
-                for r in batch
-            ]
+            [(r.vector_id, r.key, r.body, r.embedding, r.document, r.metadata) for r in batch]
         )
 
     def update(self, record: Record) -> None:
