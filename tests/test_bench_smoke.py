@@ -28,6 +28,7 @@ CORE = [
     "reconcile",
     "memory",
     "rebuild",
+    "concurrency",
 ]
 WRITES = ["create", "batch100", "batch1000"]
 
@@ -100,6 +101,17 @@ def test_write_scenarios_are_measured_against_the_unprotected_write(
     assert baseline["ratio"] == pytest.approx(1.0)
     assert floor["ratio"] > 0
     assert saga["baseline"] == pytest.approx(baseline["median"])
+    (linked,) = _figures(result, scenario, "unprotected+links")
+    (versus,) = _figures(result, scenario, "saga vs links")
+    assert versus["baseline"] == pytest.approx(linked["median"])
+    assert versus["median"] == pytest.approx(saga["median"])
+
+
+def test_concurrency_compares_the_same_threads_unprotected(result: dict[str, Any]) -> None:
+    detail = result["details"]["concurrency"]
+    assert detail["threads"] == 4
+    assert set(detail["per_second"]) == {"unprotected", "saga"}
+    assert all(len(v) == len(detail["paired"]) for v in detail["seconds"].values())
 
 
 def test_reconcile_finds_exactly_the_planted_orphans(result: dict[str, Any]) -> None:
