@@ -11,6 +11,7 @@ from typing import Any
 
 from saga import _items, _writes
 from saga import _validation as check
+from saga._adopt import AdoptReport, adopt
 from saga._config import Limits
 from saga._errors import ConfigurationError, SagaError
 from saga._machine import SagaDefinition
@@ -143,6 +144,30 @@ class WriteMethods:
         )
         _writes.register(self._services, definition)
         return self._write(definition, spec, op or definition.name, checked)
+
+    def adopt(
+        self,
+        table: str,
+        *,
+        mapping: Mapping[Key, str] | None = None,
+        delete_orphans: bool = False,
+        page_size: int = 500,
+        progress: Callable[[int], None] | None = None,
+    ) -> AdoptReport:
+        """Take over ``table``'s existing vectors, stored under the application's own ids
+        (each row's vector-id column, or ``mapping[key]``): re-keyed to ``table:key``
+        without re-embedding, one saga per ``page_size`` rows, recorded as synced; run
+        it again after a crash. Reports rows without a vector, vectors without a row
+        (``delete_orphans`` deletes them) and what it could not adopt (``saga._adopt``)."""
+        self._ensure_open()
+        return adopt(
+            self._services,
+            table=table,
+            mapping=mapping,
+            delete_orphans=delete_orphans,
+            page_size=page_size,
+            progress=progress,
+        )
 
     def atomic(self) -> AtomicUnit:
         """``with runner.atomic() as unit:``: the ``unit.create/update/delete`` calls of

@@ -206,6 +206,7 @@ class AsyncSagaRunner(_Threaded[SagaRunner]):
     recover = _threaded(SagaRunner.recover)
     reconcile = _threaded(SagaRunner.reconcile)
     rebuild = _threaded(SagaRunner.rebuild)
+    adopt = _threaded(SagaRunner.adopt)
     detect_orphaned_records = _threaded(SagaRunner.detect_orphaned_records)
     recover_orphaned_vectors = _threaded(SagaRunner.recover_orphaned_vectors)
 

@@ -1,8 +1,10 @@
 """The forward actions and compensations that dual-write sagas are built from."""
 
+from steps._adopt import CopyVectors, DropLegacy, PointRows
 from steps._rows import CommitRows
 from steps._vectors import WriteVectors
 from steps.definitions import (
+    ADOPT,
     CREATE,
     CREATE_MANY,
     DEFINITIONS,
@@ -14,6 +16,7 @@ from steps.definitions import (
 )
 
 __all__ = [
+    "ADOPT",
     "CREATE",
     "CREATE_MANY",
     "DEFINITIONS",
@@ -22,6 +25,9 @@ __all__ = [
     "UPDATE",
     "UPDATE_MANY",
     "CommitRows",
+    "CopyVectors",
+    "DropLegacy",
+    "PointRows",
     "WriteVectors",
     "dual_write",
 ]

@@ -17,7 +17,7 @@ from saga.cli import EXIT_USAGE, cli
 from tests.test_cli import saga_ids
 from tests.test_recovery import ROOT, crash_once
 
-COMMANDS = {"status", "show", "recover", "reconcile", "rebuild", "diagram", "demo"}
+COMMANDS = {"status", "show", "recover", "reconcile", "rebuild", "adopt", "diagram", "demo"}
 
 
 def python(*args: str) -> subprocess.CompletedProcess[str]:

@@ -145,7 +145,16 @@ def test_mermaid_uses_the_documented_syntax() -> None:
 
 
 def test_every_definition_draws_the_same_machine() -> None:
+    """Every dual write; ``adopt`` has one more step, after the pivot."""
     for definition in DEFINITIONS.values():
+        if definition.name == "adopt":
+            assert mermaid_edges(str(render(definition))) - EDGES == {
+                ("vector_written", "sqlite_committed", "point_rows"),
+                ("sqlite_committed", "legacy_dropped", "drop_legacy"),
+                ("legacy_dropped", "synced", "finish"),
+                ("pending", "vector_written", "copy_vectors"),
+            }
+            continue
         text = render(definition)
         assert isinstance(text, str)
         assert mermaid_edges(text) == EDGES, definition.name

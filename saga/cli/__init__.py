@@ -17,6 +17,7 @@ import sys
 import click
 from loguru import logger
 
+from saga.cli._adopt import adopt
 from saga.cli._common import EXIT_OK, EXIT_STORE, EXIT_UNRESOLVED, EXIT_USAGE
 from saga.cli._demo import demo
 from saga.cli._diagram import diagram
@@ -43,6 +44,7 @@ cli.add_command(show)
 cli.add_command(recover)
 cli.add_command(reconcile)
 cli.add_command(rebuild)
+cli.add_command(adopt)
 cli.add_command(diagram)
 cli.add_command(demo)
 
