@@ -29,6 +29,7 @@ class TableSpec:
     vector_id_column: str
     dimension: int | None = None
     keep_vectors: bool = True  # the log keeps each synced vector (False: opted out)
+    link_keys: bool = False  # vectors also carry sqlite_table and sqlite_record_id
 
     def vector_id(self, key: Key) -> str:
         """The deterministic vector id of a row: ``table:key``."""

@@ -264,15 +264,30 @@ def _row_pages(
 
 def _rows_pointing_at(rows: Any, spec: TableSpec, page: Sequence[VectorRecord]) -> dict[str, Any]:
     """vector id -> key of the row whose link column names it, found by primary key
-    (the vector's ``sqlite_record_id``) rather than by scanning the link column,
-    which the application's table need not index."""
-    claims: dict[str, Any] = {}  # several vectors may name one row: each is checked
+    (read off the id, ``table:key``) rather than by scanning the link column, which the
+    application's table need not index. A key that reads as an int is looked up as both
+    (the column's affinity decides which is stored); only a row naming the id counts."""
+    prefix = f"{spec.table}:"
+    claims: dict[str, list[Key]] = {}
     for record in page:
-        metadata = record.metadata or {}
-        if metadata.get("sqlite_table") == spec.table and "sqlite_record_id" in metadata:
-            claims[record.id] = metadata["sqlite_record_id"]
-    links = rows.links(spec, list(dict.fromkeys(claims.values())))
-    return {vid: key for vid, key in claims.items() if key in links and links[key] == vid}
+        if record.id.startswith(prefix):
+            text = record.id[len(prefix) :]
+            claims[record.id] = [text, int(text)] if _canonical_int(text) else [text]
+    wanted = list(dict.fromkeys(k for keys in claims.values() for k in keys))
+    links = rows.links(spec, wanted)
+    return {
+        vid: key
+        for vid, keys in claims.items()
+        for key in keys
+        if key in links and links[key] == vid and spec.vector_id(key) == vid
+    }
+
+
+def _canonical_int(text: str) -> bool:
+    try:
+        return str(int(text)) == text
+    except ValueError:
+        return False
 
 
 def _fix(services: Services, spec: TableSpec, found: _Findings, rebuild: Rebuild | None) -> None:

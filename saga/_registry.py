@@ -38,10 +38,13 @@ class TableRegistry:
         dimension: int | None,
         migrate: bool,
         keep_vectors: bool = True,
+        link_keys: bool | None = None,
     ) -> TableSpec:
         """See ``SagaRunner.track``."""
         if not isinstance(keep_vectors, bool):
             raise ValidationError("must be True or False", field="keep_vectors")
+        if link_keys is not None and not isinstance(link_keys, bool):
+            raise ValidationError("must be True, False or None", field="link_keys")
         check.identifier(table, "table")
         check.identifier(key, "key")
         check.identifier(vector_id_column, "vector_id_column")
@@ -75,6 +78,7 @@ class TableRegistry:
             vector_id_column=vector_id_column,
             dimension=dimension,
             keep_vectors=keep_vectors,
+            link_keys=self._link_keys(table, link_keys),
         )
         self._refuse_conflicting_tracking(wanted, migrate=migrate)
         if wanted.dimension is None:
@@ -83,6 +87,14 @@ class TableRegistry:
         with self._lock:
             self._specs[table] = spec
         return spec
+
+    def _link_keys(self, table: str, wanted: bool | None) -> bool:
+        """``link_keys`` as asked, or else as recorded (a table tracked before schema 7
+        keeps them), or else none."""
+        if wanted is not None:
+            return wanted
+        known = self._catalog.tracked(table)
+        return known.link_keys if known is not None else False
 
     def _refuse_conflicting_tracking(self, wanted: TableSpec, *, migrate: bool) -> None:
         """Checks that need no Chroma call, made before any (a refused track() must not
@@ -101,10 +113,7 @@ class TableRegistry:
             if (
                 other.table == wanted.table
                 and not migrate
-                and (
-                    (other.collection, other.key, other.vector_id_column, other.keep_vectors)
-                    != (wanted.collection, wanted.key, wanted.vector_id_column, wanted.keep_vectors)
-                )
+                and (_configuration(other) != _configuration(wanted))
             ):
                 raise ConfigurationError(
                     f"table {wanted.table!r} is tracked as {other}; pass migrate=True to change",
@@ -153,3 +162,8 @@ class TableRegistry:
         self._catalog.set_dimension(spec.table, len(embedding))
         with self._lock:
             self._specs.pop(spec.table, None)
+
+
+def _configuration(spec: TableSpec) -> tuple[object, ...]:
+    """What ``track()`` may not change without ``migrate`` (the dimension is learnt)."""
+    return (spec.collection, spec.key, spec.vector_id_column, spec.keep_vectors, spec.link_keys)

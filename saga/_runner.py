@@ -149,6 +149,7 @@ class SagaRunner(WriteMethods):
         dimension: int | None = None,
         migrate: bool = False,
         keep_vectors: bool = True,
+        link_keys: bool | None = None,
     ) -> TableSpec:
         """Declare that rows of ``table`` have vectors in ``collection``; persisted.
 
@@ -156,6 +157,8 @@ class SagaRunner(WriteMethods):
         ``migrate=True``. ``dimension`` is learnt from the first write when omitted.
         ``keep_vectors=False``: the log keeps no copy of the vectors (less disk; no
         rebuild, and update/delete read their before-images from Chroma).
+        ``link_keys=True``: each vector also carries ``sqlite_table`` and
+        ``sqlite_record_id`` (None: as recorded, none for a new table).
         """
         self._ensure_open()
         return self._services.tables.track(
@@ -166,6 +169,7 @@ class SagaRunner(WriteMethods):
             dimension=dimension,
             migrate=migrate,
             keep_vectors=keep_vectors,
+            link_keys=link_keys,
         )
 
     def register(self, definition: SagaDefinition) -> None:

@@ -140,11 +140,11 @@ class SagaContext:
         return self.spec.vector_id(item.known_key)
 
     def new_vector(self, item: Item) -> VectorRecord:
-        """The vector this saga writes for ``item``, with the linking metadata."""
+        """The vector this saga writes for ``item``: the caller's metadata, and the link
+        keys if the table asked for them (which saga wrote it is in the log)."""
         metadata: dict[str, Any] = dict(item.metadata or {})
-        metadata.update(
-            sqlite_table=self.spec.table, sqlite_record_id=item.known_key, saga_id=self.saga_id
-        )
+        if self.spec.link_keys:
+            metadata.update(sqlite_table=self.spec.table, sqlite_record_id=item.known_key)
         return VectorRecord(
             id=self.vector_id(item),
             embedding=item.embedding,

@@ -7,7 +7,7 @@ the application (many apps number their own migrations with it).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Written as literals, identical in the partial indexes and the queries, so that
 # SQLite uses the indexes: only sagas in flight are ever looked for this way, and
@@ -111,6 +111,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 6: a table may opt out of the kept vectors (``track(keep_vectors=False)``).
     6: ("ALTER TABLE saga_tracked_tables ADD COLUMN keep_vectors INTEGER NOT NULL DEFAULT 1",),
+    # 7: the link keys on vectors become optional (``track(link_keys=...)``); a table
+    # tracked before keeps them (its vectors have them), a new one has none by default.
+    7: ("ALTER TABLE saga_tracked_tables ADD COLUMN link_keys INTEGER NOT NULL DEFAULT 1",),
 }
 
 LOG_TABLES = (

@@ -124,8 +124,8 @@ class SqliteTableCatalog:
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         conn.execute(
             f"{verb} INTO saga_tracked_tables (sqlite_table, collection, key_column, "
-            "vector_id_column, dimension, keep_vectors, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "vector_id_column, dimension, keep_vectors, link_keys, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 spec.table,
                 spec.collection,
@@ -133,6 +133,7 @@ class SqliteTableCatalog:
                 spec.vector_id_column,
                 spec.dimension,
                 int(spec.keep_vectors),
+                int(spec.link_keys),
                 now,
                 now,
             ),
@@ -155,6 +156,7 @@ def _spec(row: sqlite3.Row) -> TableSpec:
         vector_id_column=row["vector_id_column"],
         dimension=row["dimension"],
         keep_vectors=bool(row["keep_vectors"]),
+        link_keys=bool(row["link_keys"]),
     )
 
 
@@ -165,5 +167,6 @@ def _same_links(current: TableSpec, wanted: TableSpec) -> bool:
         and current.key == wanted.key
         and current.vector_id_column == wanted.vector_id_column
         and current.keep_vectors == wanted.keep_vectors
+        and current.link_keys == wanted.link_keys
         and (None in (wanted.dimension, current.dimension) or wanted.dimension == current.dimension)
     )

@@ -198,7 +198,9 @@ class ChromaVectorStore:
                 documents=[r.document for r in records],
                 metadatas=[dict(r.metadata) if r.metadata else None for r in records],
             ),
-            lambda: all_stored(target.get(ids=ids, include=["documents", "metadatas"]), records),
+            lambda: all_stored(
+                target.get(ids=ids, include=["documents", "metadatas", "embeddings"]), records
+            ),
         )
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:

@@ -29,6 +29,7 @@ from saga import (
     ValidationError,
     failpoints,
 )
+from tests._probe import sync_states
 
 # -- the world: one runner, and a model of what was acknowledged ---------------------------
 
@@ -171,7 +172,7 @@ class World:
         """The stores hold exactly the model; nothing is in flight."""
         for table in TABLES:
             assert stored_rows(self.db, table) == self.rows[table], table
-            assert_same_vectors(stored_vectors(self.runner, table), self.vectors[table])
+            assert_same_vectors(stored_vectors(self.runner, self.db, table), self.vectors[table])
         assert self.runner.in_flight() == []
         conn = sqlite3.connect(self.db)
         try:
@@ -229,20 +230,27 @@ def stored_rows(db: Path, table: str) -> dict[Any, dict[str, Any]]:
         conn.close()
 
 
-def stored_vectors(runner: SagaRunner, table: str) -> dict[Any, dict[str, Any]]:
+def stored_vectors(runner: SagaRunner, db: Path, table: str) -> dict[Any, dict[str, Any]]:
+    """Every vector of ``table``'s collection by key, with its metadata exactly as
+    stored (the caller's: the library adds no key) and the saga the log says wrote it
+    (``vector_sync_state``, which also gives the key, with its type)."""
     ids = [r.id for page in runner.stores.vectors.iter_records(table, 1000) for r in page]
+    states = sync_states(db)
     found: dict[Any, dict[str, Any]] = {}
     for vector_id, record in runner.stores.vectors.get(table, ids, embeddings=True).items():
-        metadata = dict(record.metadata or {})
-        key = metadata.pop("sqlite_record_id")
-        assert vector_id == f"{table}:{key}"
-        assert metadata.pop("sqlite_table") == table
-        saga_id = metadata.pop("saga_id")
+        state = states.get(vector_id)
+        assert state is not None, f"{vector_id}: in Chroma, not in vector_sync_state"
+        key = state["sqlite_record_id"]
+        assert (vector_id, state["sqlite_table"], state["sync_status"]) == (
+            f"{table}:{key}",
+            table,
+            "synced",
+        )
         found[key] = {
             "embedding": record.embedding,
             "document": record.document,
-            "metadata": normalised(metadata),
-            "saga_id": saga_id,
+            "metadata": normalised(dict(record.metadata or {})),
+            "saga_id": state["saga_id"],
         }
     return found
 

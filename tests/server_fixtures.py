@@ -39,6 +39,7 @@ from saga import (
     StoreError,
     ValidationError,
 )
+from tests._probe import sync_states
 from tests.chroma_server import ChromaServer
 from tests.conftest import DIM, make_db, rewired, rows, vec
 from tests.faultproxy import FaultProxy
@@ -156,15 +157,22 @@ class World:
         }
 
     def assert_consistent(self) -> dict[int, str | None]:
-        """Both stores hold the same records, linked both ways; returns key -> body."""
+        """Both stores hold the same records, linked both ways (the row names its vector,
+        the vector's id ``notes:key`` its row, and the log records that pair), each
+        vector with exactly the caller's metadata (none: these writes pass none);
+        returns key -> body."""
         table = rows(self.db)
         vectors = self.vectors()
+        states = sync_states(self.db)
         assert set(vectors) == {f"notes:{k}" for k in table}, "orphan vector or missing vector"
         for key, row in table.items():
             vector = vectors[f"notes:{key}"]
             assert row["vector_id"] == f"notes:{key}"
             assert vector["document"] == row["body"], f"key {key}: stores disagree"
-            assert vector["metadata"]["sqlite_record_id"] == key
+            assert not vector["metadata"], f"key {key}: metadata the caller never sent"
+            state = states[f"notes:{key}"]
+            assert (state["sqlite_table"], state["sqlite_record_id"]) == ("notes", key)
+            assert state["sync_status"] in ("synced", "failed"), state  # nothing in flight
         return {int(str(k)): str(r["body"]) for k, r in table.items()}
 
     def settle(self, *, older_than: dt.timedelta = dt.timedelta(0)) -> None:

@@ -31,9 +31,8 @@ from saga import (
 )
 from saga._unit import AtomicUnit
 from saga.aio import DEFAULT_MAX_WORKERS, AsyncAtomicUnit, AsyncSagaRunner
+from tests._probe import sync_states
 from tests.conftest import rows, saga_state, sql, stored_vectors
-
-LINK_KEYS = {"saga_id", "sqlite_table", "sqlite_record_id"}  # the library's, if present
 
 
 def _embedding(key: int, version: int) -> list[float]:
@@ -135,9 +134,10 @@ def test_hundreds_of_concurrent_tasks_lose_and_invent_nothing(
         embedding, document, metadata = vectors[f"notes:{key}"]
         assert embedding == array("f", w["embedding"]).tobytes(), key
         assert document == w["document"], key
-        assert {k: v for k, v in metadata.items() if k not in LINK_KEYS} == w["metadata"]
-        links = {"saga_id": by_key[key].saga_id, "sqlite_table": "notes", "sqlite_record_id": key}
-        assert {k: v for k, v in metadata.items() if k in LINK_KEYS}.items() <= links.items()
+        assert dict(metadata or {}) == w["metadata"], key  # exactly the caller's
+    # The log names, for each vector, the last saga of its key as its writer.
+    writers = {vid: s["saga_id"] for vid, s in sync_states(db_path).items()}
+    assert writers == {f"notes:{k}": by_key[k].saga_id for k in expected}
 
 
 # -- conflicts, cancellation, closing ---------------------------------------------------

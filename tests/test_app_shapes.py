@@ -12,6 +12,7 @@ import pytest
 
 from saga import RetryPolicy, SagaRunner, ValidationError
 from saga.extend import VectorRecord
+from tests._probe import sync_states
 from tests.conftest import sql, vec
 
 
@@ -200,7 +201,7 @@ NOTES = "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, vector_id TEXT)"
 def test_a_create_over_an_orphan_vector_replaces_it_exactly(
     open_runner: object, document: str | None, many: bool
 ) -> None:
-    runner, _db_path = open_runner(NOTES)  # type: ignore[operator]
+    runner, db_path = open_runner(NOTES)  # type: ignore[operator]
     runner.track("notes")
     _orphan(runner, 1)
 
@@ -221,14 +222,12 @@ def test_a_create_over_an_orphan_vector_replaces_it_exactly(
             metadata={"lang": "en"},
         )
 
-    stored = runner.vectors_of("notes", [1])[1]
+    stored = runner.vectors_of("notes", [1], embeddings=True)[1]
     assert stored.document == document
-    assert stored.metadata == {
-        "lang": "en",
-        "sqlite_table": "notes",
-        "sqlite_record_id": 1,
-        "saga_id": result.saga_id,
-    }
+    assert stored.embedding == pytest.approx(vec(1))
+    # Exactly the caller's metadata: none of the orphan's keys survive Chroma's merge.
+    assert stored.metadata == {"lang": "en"}
+    assert sync_states(db_path)["notes:1"]["saga_id"] == result.saga_id
     assert runner.reconcile().clean
 
 
@@ -236,7 +235,7 @@ def test_recovery_of_a_create_over_an_orphan_replaces_it_exactly(open_runner: ob
     """The writer died in `pending`; recovery's grouped path writes the vector exactly."""
     from saga.extend import Item  # noqa: PLC0415
 
-    runner, _db_path = open_runner(NOTES)  # type: ignore[operator]
+    runner, db_path = open_runner(NOTES)  # type: ignore[operator]
     runner.track("notes")
     _orphan(runner, 2)
     item = Item(
@@ -249,14 +248,11 @@ def test_recovery_of_a_create_over_an_orphan_replaces_it_exactly(open_runner: ob
     report = runner.recover()
 
     assert report.resumed_ids == (saga.saga_id,)
-    stored = runner.vectors_of("notes", [2])[2]
+    stored = runner.vectors_of("notes", [2], embeddings=True)[2]
     assert stored.document is None
-    assert stored.metadata == {
-        "lang": "en",
-        "sqlite_table": "notes",
-        "sqlite_record_id": 2,
-        "saga_id": saga.saga_id,
-    }
+    assert stored.embedding == pytest.approx(vec(2))
+    assert stored.metadata == {"lang": "en"}
+    assert sync_states(db_path)["notes:2"]["saga_id"] == saga.saga_id
     assert runner.reconcile().clean
 
 

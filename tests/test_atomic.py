@@ -170,7 +170,7 @@ def test_updates_and_deletes_across_tables(app: SagaRunner) -> None:
     assert table_rows(app, "summaries")[sid]["body"] == "new"
     assert set(table_rows(app, "glossary")) == {"fresh"}
     kept = app.vectors_of("summaries", [sid])[sid]
-    assert (kept.document, kept.metadata["k"]) == ("new doc", 1)  # the rest kept
+    assert (kept.document, kept.metadata) == ("new doc", {"k": 1})  # the rest kept
     assert set(stored_vectors(app, "glossary")) == {"glossary:fresh"}
     assert app.reconcile().clean
 

@@ -80,7 +80,7 @@ def snapshot(folder: Path) -> dict[str, Any]:
         for table in ("summaries", "constraints"):
             ids = [r.id for page in runner.stores.vectors.iter_records(table, 100) for r in page]
             for vid, r in runner.stores.vectors.get(table, ids, embeddings=True).items():
-                metadata = {k: v for k, v in (r.metadata or {}).items() if k != "saga_id"}
+                metadata = dict(r.metadata or {})  # exactly the caller's: compared whole
                 vectors[vid] = (array("f", r.embedding or ()).tobytes(), r.document, metadata)
     return {"rows": rows, "vectors": vectors}
 

@@ -128,7 +128,10 @@ def test_a_crash_leaves_chroma_as_the_state_says(case: Case, crashes: dict[str, 
     if case.vector:
         vector = vectors[f"notes:{KEY}"]
         assert vector.embedding == pytest.approx(vec(KEY)) == worker_embedding(KEY)
-        assert (vector.metadata or {})["saga_id"] == saga["saga_id"]
+        # The crashed saga's vector, whole (Chroma held nothing before it), with
+        # exactly the caller's metadata; the log names that saga as its writer.
+        assert (vector.document, vector.metadata) == (f"document {KEY}", {"n": KEY})
+        assert sync_states(crash.db)[f"notes:{KEY}"]["saga_id"] == saga["saga_id"]
 
 
 IN_FLIGHT = [c for c in CASES if c.state not in {"synced", "failed"}]

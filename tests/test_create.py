@@ -81,13 +81,9 @@ def test_create_stores_the_row_linked_to_its_vector(runner: SagaRunner, db_path:
     vector = stored["notes:1"]
     assert vector.embedding == pytest.approx(vec(1))
     assert vector.document == "document 1"
-    assert dict(vector.metadata or {}) == {
-        "lang": "en",
-        "n": 1,
-        "sqlite_table": "notes",
-        "sqlite_record_id": 1,
-        "saga_id": result.saga_id,
-    }
+    # Exactly the caller's metadata: the link is the id, the writer is in the log.
+    assert dict(vector.metadata or {}) == {"lang": "en", "n": 1}
+    assert sync_states(db_path)["notes:1"]["saga_id"] == result.saga_id
 
 
 def test_create_leaves_a_complete_saga_log(runner: SagaRunner, db_path: Path) -> None:
@@ -424,14 +420,23 @@ def test_concurrent_creates_of_one_key_leave_exactly_one_winner(
     barrier = threading.Barrier(contenders)
     outcomes: list[object] = []
 
-    def contend(body: str) -> None:
+    def contend(i: int) -> None:
         barrier.wait()
+        body = f"b{i}"  # distinct content per contender: a loser's vector would show
         try:
-            outcomes.append(runner.create("notes", {"id": 1, "body": body}, embedding=vec(1)))
+            outcomes.append(
+                runner.create(
+                    "notes",
+                    {"id": 1, "body": body},
+                    embedding=vec(i),
+                    document=body,
+                    metadata={"by": body},
+                )
+            )
         except (SagaConflictError, RecordExistsError) as exc:
             outcomes.append(exc)
 
-    threads = [threading.Thread(target=contend, args=(f"b{i}",)) for i in range(contenders)]
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -441,7 +446,11 @@ def test_concurrent_creates_of_one_key_leave_exactly_one_winner(
     assert len(outcomes) == contenders
     assert len(winners) == 1
     [row] = rows(db_path).values()
-    stored = runner.stores.vectors.get("notes", ["notes:1"])["notes:1"]
-    assert (stored.metadata or {})["saga_id"] == winners[0].saga_id  # type: ignore[attr-defined]
+    # The winner's vector, whole, under the winner's row; the log names the winner.
+    stored = runner.stores.vectors.get("notes", ["notes:1"], embeddings=True)["notes:1"]
+    body = row["body"]
+    assert (stored.document, stored.metadata) == (body, {"by": body})
+    assert stored.embedding == pytest.approx(vec(int(str(body)[1:])))
+    assert sync_states(db_path)["notes:1"]["saga_id"] == winners[0].saga_id  # type: ignore[attr-defined]
     assert [s["state"] for s in saga_rows(db_path)] == ["synced"]
     assert row["vector_id"] == "notes:1"

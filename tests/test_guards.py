@@ -38,7 +38,14 @@ from saga import (
 )
 from saga._clock import parse_stamp
 from steps import DEFINITIONS
-from tests._probe import finish_worker, history, saga_row, start_worker, worker_embedding
+from tests._probe import (
+    finish_worker,
+    history,
+    saga_row,
+    start_worker,
+    sync_states,
+    worker_embedding,
+)
 from tests.conftest import rewired, rows, vec, vector_ids
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -166,10 +173,11 @@ def test_reconcile_fix_keeps_a_vector_whose_create_committed_after_the_scan(
     assert "notes:5" in stored, "reconcile --fix deleted the vector of a committed create"
     assert report.orphan_vectors == ("notes:5",)  # an orphan when the scan saw it...
     assert "notes:5" not in report.fixed  # ...but a row's vector when the fix came
-    assert (stored["notes:5"].document, stored["notes:5"].metadata["saga_id"]) == (
-        "fresh",
-        result.saga_id,
-    )
+    # The create's vector, not the orphan's (other document, embedding and metadata).
+    kept = stored["notes:5"]
+    assert (kept.document, kept.metadata) == ("fresh", {"v": 1})
+    assert kept.embedding == pytest.approx(vec(5))
+    assert sync_states(db_path)["notes:5"]["saga_id"] == result.saga_id
     assert rows(db_path)[5]["vector_id"] == "notes:5"
     assert runner.reconcile().clean
 
@@ -277,8 +285,10 @@ def test_a_stale_runner_cannot_move_a_saga_recovery_claimed_but_not_yet_moved(
         assert report.resumed_ids == (saga.saga_id,)
         assert _events(db_path, saga.saga_id) == EVENTS
         assert rows(db_path)[1]["body"] == "fresh"
-        vector = stale.stores.vectors.get("notes", ["notes:1"])["notes:1"]
-        assert vector.metadata["saga_id"] == saga.saga_id
+        vector = stale.stores.vectors.get("notes", ["notes:1"], embeddings=True)["notes:1"]
+        assert (vector.document, vector.metadata) == ("fresh", {"v": 1})
+        assert vector.embedding == pytest.approx(vec(1))
+        assert sync_states(db_path)["notes:1"]["saga_id"] == saga.saga_id
         assert stale.reconcile().clean
 
 

@@ -31,7 +31,7 @@ from saga import (
 )
 from saga._clock import parse_stamp, stamp
 from steps import DEFINITIONS
-from tests._probe import history, run_worker, saga_row, saga_rows
+from tests._probe import history, run_worker, saga_row, saga_rows, sync_states
 from tests.conftest import rewired, rows, saga_state, vec, vector_ids
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -146,7 +146,8 @@ def test_two_threads_on_one_key_one_wins_the_other_is_refused(
     vector = runner.stores.vectors.get("notes", ["notes:1"], embeddings=True)["notes:1"]
     assert vector.document == "first"
     assert vector.embedding == pytest.approx(vec(len("first")))
-    assert vector.metadata["saga_id"] == won.saga_id
+    assert vector.metadata == {"v": "first"}
+    assert sync_states(db_path)["notes:1"]["saga_id"] == won.saga_id
     assert len(saga_rows(db_path)) == 2  # the create and the winner
     assert runner.reconcile().clean
 
@@ -161,7 +162,10 @@ def test_two_threads_racing_from_a_barrier_one_key_never_lose_an_update(
         barrier.wait()
         return _update(runner, body)
 
-    calls = [Call(lambda: race("alpha")), Call(lambda: race("beta!"))]
+    # Distinct content per writer (document, metadata, embedding of vec(len(body))), so
+    # that the loser's vector under the winner's row cannot pass for the winner's.
+    bodies = ("alpha", "beta")
+    calls = [Call(lambda: race(bodies[0])), Call(lambda: race(bodies[1]))]
     with failpoints.armed("after:pending=sleep:0.3"):
         for call in calls:
             call.start()
@@ -175,12 +179,13 @@ def test_two_threads_racing_from_a_barrier_one_key_never_lose_an_update(
     if lost:
         assert lost[0].holder == won[0].saga_id
     last = max(won, key=lambda r: [h["at"] for h in _history_rows(db_path, r.saga_id)][-1])
-    body = rows(db_path)[1]["body"]
-    assert runner.stores.vectors.get("notes", ["notes:1"])["notes:1"].document == body
-    assert (
-        runner.stores.vectors.get("notes", ["notes:1"])["notes:1"].metadata["saga_id"]
-        == last.saga_id
-    )
+    body = bodies[outcomes.index(last)]
+    # Both stores hold the last winner's write, and the log names it as the writer.
+    assert rows(db_path)[1]["body"] == body
+    vector = runner.stores.vectors.get("notes", ["notes:1"], embeddings=True)["notes:1"]
+    assert (vector.document, vector.metadata) == (body, {"v": body})
+    assert vector.embedding == pytest.approx(vec(len(body)))
+    assert sync_states(db_path)["notes:1"]["saga_id"] == last.saga_id
 
 
 def _history_rows(db_path: Path, saga_id: str) -> list[dict[str, Any]]:
@@ -391,8 +396,11 @@ def test_a_runner_whose_lease_was_taken_stops_with_lease_lost(
     ]
     assert saga_state(db_path, saga.saga_id) == "synced"
     assert rows(db_path)[1]["body"] == "taken over"
-    vector = leased.stores.vectors.get("notes", ["notes:1"])["notes:1"]
-    assert (vector.document, vector.metadata["saga_id"]) == ("taken over", saga.saga_id)
+    # Chroma holds the taken-over saga's vector (not the create's), written under it.
+    vector = leased.stores.vectors.get("notes", ["notes:1"], embeddings=True)["notes:1"]
+    assert (vector.document, vector.metadata) == ("taken over", {"v": "taken over"})
+    assert vector.embedding == pytest.approx(vec(len("taken over")))
+    assert sync_states(db_path)["notes:1"]["saga_id"] == saga.saga_id
     assert leased.reconcile().clean
 
 

@@ -80,11 +80,7 @@ def test_drift_is_found_and_rewritten_from_the_synced_state(populated: SagaRunne
     after = populated.stores.vectors.get("notes", ["notes:3"], embeddings=True)["notes:3"]
     assert after.document == body("t", 3)
     assert after.embedding == pytest.approx(before.embedding)
-    assert {k: v for k, v in (after.metadata or {}).items() if k != "saga_id"} == {
-        "tag": "t",
-        "sqlite_table": "notes",
-        "sqlite_record_id": 3,
-    }
+    assert after.metadata == {"tag": "t"}  # exactly the caller's: the tampered key is gone
     assert populated.reconcile().clean
 
 
@@ -208,12 +204,50 @@ def test_a_row_naming_another_rows_vector_is_missing_its_own(
     assert report.drift == ()
 
 
+@pytest.fixture
+def linked(runner: SagaRunner) -> SagaRunner:
+    """``populated``, on a table tracked with ``link_keys=True``."""
+    runner.track("notes", link_keys=True, migrate=True)  # tracked without by `runner`
+    for key in range(1, 8):
+        write(runner, key)
+    stored = runner.stores.vectors.get("notes", ["notes:3"])["notes:3"]
+    assert stored.metadata == {"tag": "t", "sqlite_table": "notes", "sqlite_record_id": 3}
+    assert runner.reconcile().clean
+    return runner
+
+
 def test_a_vector_claiming_another_row_is_an_orphan_and_its_row_not_missing(
-    populated: SagaRunner,
+    linked: SagaRunner,
 ) -> None:
-    before = populated.stores.vectors.get("notes", ["notes:3"], embeddings=True)["notes:3"]
+    """A vector's row is the one its id names (``table:key``) and only if that row
+    names it back; metadata claims nothing. ``notes:03`` carries row 3's very content,
+    link keys included, and reads as key 3 in SQLite (``'03' = 3`` under the column's
+    integer affinity), yet no row names it: an orphan, and row 3 is not missing."""
+    before = linked.stores.vectors.get("notes", ["notes:3"], embeddings=True)["notes:3"]
+    copy = VectorRecord(
+        id="notes:03",
+        embedding=before.embedding,
+        document=before.document,
+        metadata=before.metadata,
+    )
+    linked.stores.vectors.upsert("notes", [copy])
+    report = linked.reconcile(page_size=2)
+    assert report.orphan_vectors == ("notes:03",)
+    assert (report.missing_vectors, report.drift) == ((), ())
+    assert linked.reconcile(fix=True).fixed == ("notes:03",)
+    assert vector_ids(linked) == {f"notes:{k}" for k in range(1, 8)}
+    assert linked.reconcile().clean
+
+
+def test_link_keys_naming_another_row_are_drift_of_the_vectors_own_row(
+    linked: SagaRunner,
+) -> None:
+    """``notes:3`` whose ``sqlite_record_id`` says 5: still row 3's vector (its id
+    says so, and row 3 names it), drifted from what was synced; row 5 is not missing,
+    and the fix writes row 3's link keys back."""
+    before = linked.stores.vectors.get("notes", ["notes:3"], embeddings=True)["notes:3"]
     claims = {**(before.metadata or {}), "sqlite_record_id": 5}
-    populated.stores.vectors.upsert(
+    linked.stores.vectors.upsert(
         "notes",
         [
             VectorRecord(
@@ -221,9 +255,13 @@ def test_a_vector_claiming_another_row_is_an_orphan_and_its_row_not_missing(
             )
         ],
     )
-    report = populated.reconcile(page_size=2)
-    assert report.orphan_vectors == ("notes:3",)
-    assert report.missing_vectors == ()  # row 3 still names notes:3, which is there
+    report = linked.reconcile(page_size=2)
+    assert report.drift == ("notes:3",)
+    assert (report.orphan_vectors, report.missing_vectors) == ((), ())
+    assert linked.reconcile(fix=True).fixed == ("notes:3",)
+    after = linked.stores.vectors.get("notes", ["notes:3"])["notes:3"]
+    assert after.metadata == {"tag": "t", "sqlite_table": "notes", "sqlite_record_id": 3}
+    assert linked.reconcile().clean
 
 
 def test_a_vector_seen_twice_or_not_at_all_only_costs_a_look_up() -> None:

@@ -172,8 +172,7 @@ def test_a_killed_fix_is_settled_by_the_next_fix_at_once(runner: SagaRunner, db_
     assert [r["state"] for r in saga_rows(folder / "app.db") if r["saga_id"] == dead] == ["synced"]
     repaired = stored_vectors(folder / "chroma")["notes:3"]
     assert repaired.document == body("t", 3)
-    assert repaired.metadata is not None
-    assert repaired.metadata["tag"] == "t"
+    assert repaired.metadata == {"tag": "t"}
 
 
 @pytest.mark.parametrize("fix", [False, True])

@@ -40,7 +40,7 @@ def test_a_version_1_database_is_migrated_and_its_sagas_recovered(tmp_path: Path
     with SagaRunner.open(
         db, chroma_path=tmp_path / "chroma", retry=RetryPolicy.disabled()
     ) as runner:
-        assert schema_version(db) == SCHEMA_VERSION == 6
+        assert schema_version(db) == SCHEMA_VERSION == 7
         assert "content" in columns(db, "vector_sync_state")
         assert [s.state for s in runner.in_flight()] == ["pending", "pending"]
         report = runner.recover()

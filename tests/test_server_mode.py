@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import chromadb
 import httpx
 import pytest
@@ -365,16 +366,24 @@ def test_a_write_that_never_arrived_is_reported_by_reading_back(
 
 
 @pytest.mark.chroma_server
+@pytest.mark.parametrize("differs", ["document", "embedding", "metadata"])
 def test_a_vector_of_another_saga_does_not_count_as_applied(
-    world: fx.World, proxy: FaultProxy
+    world: fx.World, proxy: FaultProxy, differs: str
 ) -> None:
+    """The vector stored under the id differs from the one sent in one field only: it is
+    another write's, not this one applied (the metadata names no saga any more)."""
     store = _store(proxy.port, fx.ONE_TRY, ChromaTimeouts(connect=0.5, read=0.5, call=2.0))
     store.upsert(world.collection, [_record(1, "old")])
     fx.switch(proxy, "hang")
     healer = _after(0.25, lambda: proxy.set_mode("pass"))
+    mine = {
+        "document": _record(1, "new"),
+        "embedding": attrs.evolve(_record(1, "old"), embedding=tuple(vec(2))),
+        "metadata": attrs.evolve(_record(1, "old"), metadata={"k": 2}),
+    }[differs]
 
     with pytest.raises(VectorStoreTimeout):
-        store.upsert(world.collection, [_record(1, "new")])
+        store.upsert(world.collection, [mine])
 
     healer.join()
     assert store.read_backs == {"upsert:not_applied": 1}
@@ -405,6 +414,28 @@ def test_embedded_compensates_a_write_that_read_back_shows_missing(
     assert runner.stores.vectors.read_backs == {"upsert:not_applied": 1}
     assert rows(db_path) == {}
     assert vector_ids(runner) == set()
+
+
+def test_embedded_read_back_tells_another_vector_by_its_embedding(
+    runner: SagaRunner, db_path: Path
+) -> None:
+    """An update of the embedding alone keeps the stored document and metadata, so the
+    stored vector and the one sent differ only there: a write that never arrived must
+    be read back as not applied (else the row would commit over the old vector)."""
+    runner.create("notes", {"id": 1, "body": "one"}, embedding=vec(1), document="one")
+
+    with (
+        failpoints.armed("chroma.upsert=raise:chroma-timeout*1"),
+        pytest.raises(DataIntegrityError) as caught,
+    ):
+        runner.update("notes", 1, {"body": "two"}, embedding=vec(2))
+
+    assert isinstance(caught.value.cause, VectorStoreTimeout)
+    assert runner.stores.vectors.read_backs == {"upsert:not_applied": 1}
+    assert rows(db_path)[1]["body"] == "one"
+    stored = runner.vectors_of("notes", [1], embeddings=True)[1]
+    assert stored.embedding == pytest.approx(vec(1))
+    assert runner.reconcile().clean
 
 
 def test_embedded_compensates_when_the_read_back_fails_too(

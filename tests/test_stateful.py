@@ -587,12 +587,10 @@ def stored_vectors(runner: SagaRunner) -> dict[int, tuple[Any, ...]]:
     ids = [r.id for page in runner.stores.vectors.iter_records("notes", 1000) for r in page]
     found = {}
     for record in runner.stores.vectors.get("notes", ids, embeddings=True).values():
-        metadata = dict(record.metadata or {})
-        key = metadata.pop("sqlite_record_id")
-        assert record.id == f"notes:{key}"
-        assert metadata.pop("sqlite_table") == "notes"
-        metadata.pop("saga_id")
-        found[key] = (record.document, record.embedding, metadata)
+        table, _, key = record.id.partition(":")
+        assert (table, str(int(key))) == ("notes", key), record.id
+        # Exactly the caller's metadata: the library adds no key of its own.
+        found[int(key)] = (record.document, record.embedding, dict(record.metadata or {}))
     return found
 
 

@@ -67,7 +67,7 @@ def test_a_live_update_and_delete_read_nothing_from_chroma(
 
     assert counting.gets == 0
     stored = runner.vectors_of("notes", [1], embeddings=True)[1]
-    assert (stored.document, stored.metadata["keep"]) == ("d", "me")
+    assert (stored.document, stored.metadata) == ("d", {"keep": "me"})
     assert stored.embedding == pytest.approx(vec(1))
     assert runner.reconcile().clean
 

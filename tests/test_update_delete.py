@@ -99,12 +99,8 @@ def test_update_writes_the_new_row_and_vector(runner: SagaRunner, db_path: Path)
     vector = _vector(runner, 1)
     assert vector.embedding == pytest.approx(vec(5))
     assert vector.document == "new document"
-    assert dict(vector.metadata) == {
-        "lang": "fr",  # the caller's metadata is replaced, not merged
-        "sqlite_table": "notes",
-        "sqlite_record_id": 1,
-        "saga_id": result.saga_id,
-    }
+    # The caller's metadata, replaced and not merged, and nothing of the library's.
+    assert dict(vector.metadata) == {"lang": "fr"}
     saga = saga_row(db_path, result.saga_id)
     assert saga is not None
     assert (saga["definition"], saga["state"], saga["lease_owner"]) == ("update", "synced", None)
@@ -140,14 +136,9 @@ def test_update_keeps_the_vector_fields_it_omits(
     vector = _vector(runner, 1)
     assert vector.embedding == pytest.approx(given.get("embedding", vec(1)))
     assert vector.document == given.get("document", "document 1")
-    caller = {k: v for k, v in vector.metadata.items() if k != "saga_id"}
-    assert caller == {
-        **given.get("metadata", {"lang": "en", "n": 1}),
-        "sqlite_table": "notes",
-        "sqlite_record_id": 1,
-    }
-    # Kept fields are re-written under the new saga: the link names the update.
-    assert vector.metadata["saga_id"] == result.saga_id
+    assert dict(vector.metadata) == given.get("metadata", {"lang": "en", "n": 1})
+    # Kept fields are re-written under the new saga: the log names the update.
+    assert sync_states(db_path)["notes:1"]["saga_id"] == result.saga_id
     assert rows(db_path)[1]["body"] == "changed"
     # What was synced is what Chroma holds: reconcile finds no drift.
     assert runner.reconcile().clean
@@ -196,8 +187,12 @@ def test_a_deleted_key_can_be_created_again(runner: SagaRunner, db_path: Path) -
     again = runner.create("notes", {"id": 1, "body": "reborn"}, embedding=vec(4))
 
     assert rows(db_path)[1]["body"] == "reborn"
-    assert _vector(runner, 1).metadata["saga_id"] == again.saga_id
-    assert sync_states(db_path)["notes:1"]["operation"] == "create"
+    # The new vector, nothing of the deleted one (its document and metadata are gone).
+    vector = _vector(runner, 1)
+    assert vector.embedding == pytest.approx(vec(4))
+    assert (vector.document, dict(vector.metadata or {})) == (None, {})
+    state = sync_states(db_path)["notes:1"]
+    assert (state["saga_id"], state["operation"]) == (again.saga_id, "create")
 
 
 # -- preconditions ----------------------------------------------------------------------
@@ -393,12 +388,7 @@ def test_an_update_replaces_the_callers_metadata_and_keeps_no_stale_key(
     runner.update("notes", 1, metadata={"lang": "de"})
     runner.update("notes", 1, {"body": "again"})  # omitted: the stored metadata is kept
 
-    metadata = dict(_vector(runner, 1).metadata)
-    assert {k: v for k, v in metadata.items() if k != "saga_id"} == {
-        "lang": "de",
-        "sqlite_table": "notes",
-        "sqlite_record_id": 1,
-    }
+    assert dict(_vector(runner, 1).metadata) == {"lang": "de"}
     assert runner.reconcile().clean
 
 
