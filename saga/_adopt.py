@@ -36,6 +36,7 @@ from saga._errors import ConfigurationError, SagaConflictError, ValidationError
 from saga._log import logger
 from saga._machine import SYNCED, SagaDefinition
 from saga._ports import Key, TableSpec, VectorRecord
+from saga._reads import row_pages
 from saga._recovery import DEFAULT_MAX_ATTEMPTS, recover
 from saga._services import Services
 from saga._steps import RESERVED_METADATA, Item
@@ -139,7 +140,7 @@ def adopt(
     shared = _shared_legacy_ids(services, target)
     found = _Found()
     deferred: dict[str, list[Key]] = {}
-    for page in _row_pages(services, spec, page_size):
+    for page in row_pages(services, spec, page_size):
         failpoints.hit("adopt:page")
         keys: list[Key] = []
         for key, link in page:
@@ -189,24 +190,12 @@ def _legacy_hash(target: _Table, key: Key, link: object) -> int | None:
     return None if legacy is None else hash(legacy)
 
 
-def _row_pages(services: Services, spec: TableSpec, size: int) -> Iterator[list[tuple[Key, Any]]]:
-    """(key, vector-id column) of every row, in key order, a page per read transaction."""
-    last: Key | None = None
-    while True:
-        with services.log.reading() as unit:
-            page = unit.rows.page(spec, last, size)
-        if not page:
-            return
-        yield page
-        last = page[-1][0]
-
-
 def _shared_legacy_ids(services: Services, target: _Table) -> set[int]:
     """Hashes of the legacy ids more than one row names (a collision only makes rows
     wait for the shared pass, where they are adopted all the same)."""
     seen: set[int] = set()
     shared: set[int] = set()
-    for page in _row_pages(services, target.spec, SCAN_ROWS):
+    for page in row_pages(services, target.spec, SCAN_ROWS):
         for key, link in page:
             value = _legacy_hash(target, key, link)
             if value is not None:
@@ -309,7 +298,7 @@ def _named_ids(services: Services, target: _Table) -> set[int]:
     """Hashes of every vector id a row names: its link, and (a caller's mapping) the
     legacy id of a row not adopted yet."""
     named: set[int] = set()
-    for page in _row_pages(services, target.spec, SCAN_ROWS):
+    for page in row_pages(services, target.spec, SCAN_ROWS):
         for key, link in page:
             if isinstance(link, str):
                 named.add(hash(link))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from saga import _validation as check
 from saga._errors import ValidationError
-from saga._ports import Key, VectorRecord
+from saga._ports import Key, TableSpec, VectorRecord
 from saga._query import run_query
 from saga._results import QueryResult, TableCounts
 from saga._services import Services
@@ -51,3 +51,16 @@ def count(services: Services, table: str) -> TableCounts:
     with services.log.reading() as unit:
         rows = unit.rows.count(spec)
     return TableCounts(rows=rows, vectors=services.vectors.count(spec.collection))
+
+
+def row_pages(services: Services, spec: TableSpec, size: int) -> Iterator[list[tuple[Key, Any]]]:
+    """(key, vector-id column) of every committed row, in key order, a page per read
+    transaction (keyset: a row written meanwhile is seen or not, never twice)."""
+    last: Key | None = None
+    while True:
+        with services.log.reading() as unit:
+            page = unit.rows.page(spec, last, size)
+        if not page:
+            return
+        yield page
+        last = page[-1][0]

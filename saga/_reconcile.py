@@ -31,7 +31,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from saga import _items, _writes
@@ -39,6 +39,7 @@ from saga._clock import stamp
 from saga._content import as_synced
 from saga._errors import SagaError, ValidationError
 from saga._ports import Key, TableSpec, VectorRecord
+from saga._reads import row_pages
 from saga._recovery import DEFAULT_MAX_ATTEMPTS, owner_is_gone, recover
 from saga._repair import keep_from_chroma, restore_from_log
 from saga._results import ReconcileReport
@@ -215,7 +216,7 @@ def _scan_rows(
     expected vector id is taken off the tally here. Rows whose bucket balances were all
     seen linked, so only the rows of unbalanced buckets (none when the stores agree)
     are looked up in Chroma, in a second pass over the rows in key order."""
-    for page in _row_pages(services, spec, page_size):
+    for page in row_pages(services, spec, page_size):
         found.rows += len(page)
         for key, _link in page:
             tally.take(spec.vector_id(key))
@@ -224,7 +225,7 @@ def _scan_rows(
     if tally.balanced():
         return
     batch: list[tuple[Any, Any]] = []
-    for page in _row_pages(services, spec, page_size):
+    for page in row_pages(services, spec, page_size):
         batch.extend(row for row in page if tally.unbalanced(spec.vector_id(row[0])))
         while len(batch) >= page_size:
             _check_rows(services, spec, found, batch[:page_size])
@@ -246,20 +247,6 @@ def _check_rows(
             continue
         if vector_id not in present or link != vector_id:
             found.missing.append((vector_id, key))
-
-
-def _row_pages(
-    services: Services, spec: TableSpec, page_size: int
-) -> Iterator[list[tuple[Any, Any]]]:
-    """(key, vector_id column) of every row, in key order, a page at a time (keyset)."""
-    last: Key | None = None
-    while True:
-        with services.log.reading() as unit:
-            page = unit.rows.page(spec, last, page_size)
-        if not page:
-            return
-        yield page
-        last = page[-1][0]
 
 
 def _rows_pointing_at(rows: Any, spec: TableSpec, page: Sequence[VectorRecord]) -> dict[str, Any]:
