@@ -168,12 +168,18 @@ class UnitContext(SagaContext):
     parts: list[SagaContext] = attrs.field(factory=list)
     reserved: list[tuple[str, Key]] = attrs.field(factory=list)
     sealed: bool = True
+    _owners: dict[int, tuple[Item, SagaContext]] = attrs.field(
+        factory=dict, init=False, repr=False, eq=False
+    )
 
     def part_of(self, item: Item) -> SagaContext:
-        for part in self.parts:
-            if any(mine is item for mine in part.items):
-                return part
-        raise AssertionError("the item belongs to no part of the unit")
+        found = self._owners.get(id(item))  # the item is held there: its id is not reused
+        if found is None or found[0] is not item:
+            self._owners = {id(mine): (mine, part) for part in self.parts for mine in part.items}
+            found = self._owners.get(id(item))
+        if found is None or found[0] is not item:
+            raise AssertionError("the item belongs to no part of the unit")
+        return found[1]
 
     def vector_id(self, item: Item) -> str:
         return self.part_of(item).vector_id(item)
