@@ -10,7 +10,7 @@ intent with its payload.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from saga import failpoints
@@ -48,30 +48,20 @@ def begin(
     vector read that way was touched by another saga before ``pending`` could be
     recorded, the reads are made again (``PRELOAD_ATTEMPTS`` in all)."""
     saga_id = saga_id or str(uuid.uuid4())
-    keys = [item.key for item in items]
-    preloads = [step for step in definition.steps if isinstance(step, Preloading)]
-    for attempt in range(PRELOAD_ATTEMPTS):
-        ctx = SagaContext(
-            saga_id=saga_id, op=op, spec=spec, items=items, vectors=vectors, touched=set()
-        )
-        versions = _versions(log, definition, ctx, keys, precheck=attempt == 0)
-        for step in preloads:
-            step.preload(ctx, versions)
-        failpoints.hit("after:preload")
-        try:
-            with log.unit() as unit:  # no saga id in errors: it does not exist yet
-                saga = _record_pending(definition, ctx, unit)
-        except _StaleRead:
-            logger.bind(saga_id=saga_id).debug("a vector changed while read: again")
-            continue
-        failpoints.hit("after:pending")
-        logger.bind(saga_id=saga_id).debug("{} saga pending ({} items)", op, len(items))
-        return saga, ctx
-    raise SagaConflictError(
-        f"the vectors of keys {_shown(keys)} kept changing while their before-images "
-        f"were read ({PRELOAD_ATTEMPTS} tries)",
-        key=keys[0] if len(keys) == 1 else None,
+    ctx = SagaContext(
+        saga_id=saga_id, op=op, spec=spec, items=items, vectors=vectors, touched=set()
     )
+    # no saga id in the pending unit's errors: it does not exist yet
+    saga = _pending(log, [(definition, ctx)], None, lambda u: _record_pending(definition, ctx, u))
+    if saga is None:
+        keys = [item.key for item in items]
+        raise SagaConflictError(
+            f"the vectors of keys {_shown(keys)} kept changing while their before-images "
+            f"were read ({PRELOAD_ATTEMPTS} tries)",
+            key=keys[0] if len(keys) == 1 else None,
+        )
+    logger.bind(saga_id=saga_id).debug("{} saga pending ({} items)", op, len(items))
+    return saga, ctx
 
 
 def begin_unit(
@@ -84,38 +74,58 @@ def begin_unit(
     """T1 of an atomic unit: ``begin`` for each part (by the built-in definition of its
     operation), all recorded in one ``pending`` transaction. ``held``: the unit's saga,
     already ``pending`` since it reserved keys."""
-    for _attempt in range(PRELOAD_ATTEMPTS):
-        for part in ctx.parts:
-            steps = definitions[part.op]
-            keys = [item.key for item in part.items]
-            versions = _versions(log, steps, part, keys, precheck=_attempt == 0, own=ctx.saga_id)
-            for step in steps.steps:
+    parts = [(definitions[part.op], part) for part in ctx.parts]
+
+    def record(unit: LogUnit) -> SagaRecord:
+        entries: list[tuple[TableSpec, str, Any]] = []
+        for steps, part in parts:
+            _prepare(steps, part, unit, own=ctx.saga_id)
+            entries.extend((part.spec, part.op, item.known_key) for item in part.items)
+        return unit.record_unit(
+            saga_id=ctx.saga_id,
+            definition=definition.name,
+            entries=entries,
+            payload=dumps_context(ctx),
+            table=ctx.spec.table,
+            held=held,
+        )
+
+    saga = _pending(log, parts, ctx.saga_id, record)
+    if saga is None:
+        raise SagaConflictError(
+            f"the vectors of the unit kept changing while their before-images were read "
+            f"({PRELOAD_ATTEMPTS} tries)"
+        )
+    logger.bind(saga_id=ctx.saga_id).debug("atomic unit pending ({} parts)", len(ctx.parts))
+    return saga
+
+
+def _pending(
+    log: SagaLog,
+    parts: Sequence[tuple[SagaDefinition, SagaContext]],
+    own: str | None,
+    record: Callable[[LogUnit], SagaRecord],
+) -> SagaRecord | None:
+    """Preload each part outside the write lock, then ``record`` ``pending`` in one
+    transaction; if a vector read was touched by another saga meanwhile, read again
+    (``PRELOAD_ATTEMPTS`` in all; None once they are spent)."""
+    for attempt in range(PRELOAD_ATTEMPTS):
+        for definition, ctx in parts:
+            keys = [item.key for item in ctx.items]
+            versions = _versions(log, definition, ctx, keys, precheck=attempt == 0, own=own)
+            for step in definition.steps:
                 if isinstance(step, Preloading):
-                    step.preload(part, versions)
+                    step.preload(ctx, versions)
         failpoints.hit("after:preload")
         try:
             with log.unit() as unit:
-                entries: list[tuple[TableSpec, str, Any]] = []
-                for part in ctx.parts:
-                    _prepare(definitions[part.op], part, unit, own=ctx.saga_id)
-                    entries.extend((part.spec, part.op, item.known_key) for item in part.items)
-                saga = unit.record_unit(
-                    saga_id=ctx.saga_id,
-                    definition=definition.name,
-                    entries=entries,
-                    payload=dumps_context(ctx),
-                    table=ctx.spec.table,
-                    held=held,
-                )
+                saga = record(unit)
         except _StaleRead:
+            logger.bind(saga_id=parts[0][1].saga_id).debug("a vector changed while read: again")
             continue
         failpoints.hit("after:pending")
-        logger.bind(saga_id=ctx.saga_id).debug("atomic unit pending ({} parts)", len(ctx.parts))
         return saga
-    raise SagaConflictError(
-        f"the vectors of the unit kept changing while their before-images were read "
-        f"({PRELOAD_ATTEMPTS} tries)"
-    )
+    return None
 
 
 def _versions(
